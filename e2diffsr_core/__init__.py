@@ -1,0 +1,1 @@
+"""E2DiffSR continuous-scale super-resolution."""

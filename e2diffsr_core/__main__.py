@@ -1,0 +1,80 @@
+"""Command line: python -m e2diffsr_core {info,convert-official,superresolve} ..."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import E2DiffSRError
+
+
+def _cmd_info(args) -> int:
+    from .api import build_model, open_model
+    from .inspect_model import flops_per_output_pixel, parameter_counts
+
+    model = open_model(args.model) if args.model else build_model(args.config, seed=0)
+    report = {
+        "source": args.model or f"preset:{args.config}",
+        "config": model.cfg.to_dict(),
+        "parameters": parameter_counts(model),
+    }
+    report["parameters_inference_total_M"] = round(report["parameters"]["inference_total"] / 1e6, 3)
+    if args.flops:
+        report["flops_per_output_pixel_x4"] = flops_per_output_pixel(model)
+    if getattr(model, "meta", None):
+        report["meta"] = model.meta
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from .checkpoint import convert_official
+
+    meta = convert_official(args.second_stage, args.out, args.first_stage, use_ema=not args.raw_unet)
+    print(f"wrote {args.out} ({meta['weights']} UNet weights, scale_factor {meta['scale_factor']:.6g})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m e2diffsr_core",
+                                description="E2DiffSR continuous-scale super-resolution")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="print parameter counts (JSON) of a preset or a model file")
+    g = info.add_mutually_exclusive_group()
+    g.add_argument("--config", default="paper", help="preset name: paper, lite or tiny (default paper)")
+    g.add_argument("--model", help="a model file written by e2diffsr")
+    info.add_argument("--flops", action="store_true", help="also measure FLOPs per output pixel at x4")
+    info.set_defaults(func=_cmd_info)
+
+    conv = sub.add_parser("convert-official", help="convert the authors' LDCSR checkpoints into one model file")
+    conv.add_argument("--second-stage", required=True, help="second-stage Lightning checkpoint (.ckpt)")
+    conv.add_argument("--first-stage", help="first-stage checkpoint (optional: checked against the second stage)")
+    conv.add_argument("--out", required=True, help="model file to write")
+    conv.add_argument("--raw-unet", action="store_true", help="use the raw UNet weights instead of the EMA ones")
+    conv.set_defaults(func=_cmd_convert)
+
+    try:
+        from .cli_superresolve import add_parser as add_sr
+    except ImportError:  # the raster front end needs GDAL
+        add_sr = None
+    if add_sr is not None:
+        add_sr(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except E2DiffSRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 130 if type(e).__name__ == "Cancelled" else 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""The one exception type front ends turn into a one-line message and a non-zero exit."""
+
+
+class E2DiffSRError(Exception):
+    """A problem the user can fix: the message says what was wrong and what to do."""
+
+
+class Cancelled(E2DiffSRError):
+    """The run was cancelled by the user; no output is left behind."""
+
+    def __init__(self, message: str = "cancelled by the user; no output was written"):
+        super().__init__(message)
