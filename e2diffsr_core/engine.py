@@ -1,0 +1,382 @@
+"""Tiled inference on images of any size with bounded memory, and without seams (DESIGN.md).
+
+The output is cut into tiles aligned to the latent grid (multiples of 8 output pixels) that overlap by
+``overlap`` pixels. Each tile is computed on the *global* continuous coordinate mapping (model.geometry), with
+diffusion noise that is a function of the global latent position (:class:`NoiseField`), so overlapping tiles
+agree up to what each tile's receptive field sees; overlaps are blended with raised-cosine weights. Tiles are
+visited row by row and every output pixel is handed to the sink as soon as no later tile touches it, so
+memory grows with the tile size and the raster's width times the overlap, never with its area.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import Cancelled, E2DiffSRError
+from .model import E2DiffSR, Geometry
+
+LATENT = 8  # output pixels per latent cell
+LR_MARGIN = 8  # LR pixels of context around each tile's footprint
+
+
+# -- tile plan --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis: the output range it contributes to, and the (wider) range it computes."""
+
+    start: int
+    stop: int
+    comp_start: int
+    comp_stop: int
+
+
+def plan_axis(size: int, tile: int, overlap: int) -> list[Span]:
+    """Tiles of ``tile`` output pixels with starts on the latent grid, overlapping by ``overlap``.
+
+    A last tile narrower than ``tile`` computes a full-size window reaching back into its neighbour (the
+    model then sees as much context as elsewhere) but contributes only to its own range.
+    """
+    if size <= tile:
+        return [Span(0, size, 0, size)]
+    stride = tile - overlap
+    starts = [0]
+    while starts[-1] + tile < size:
+        starts.append(starts[-1] + stride)
+    spans = []
+    for i, s in enumerate(starts):
+        stop = size if i == len(starts) - 1 else s + tile
+        comp_start = min(s, max(0, (size - tile) // LATENT * LATENT))
+        spans.append(Span(s, stop, comp_start, max(stop, comp_start + tile) if stop < size else size))
+    return spans
+
+
+def ramp(n_in: int, length: int, rising: bool) -> np.ndarray:
+    """Raised-cosine weights over an overlap of ``n_in`` pixels (``length`` pixels in all, 1 elsewhere)."""
+    w = np.ones(length, np.float32)
+    if n_in > 0:
+        x = (np.arange(n_in, dtype=np.float32) + 0.5) / n_in
+        r = 0.5 - 0.5 * np.cos(np.pi * x)
+        if rising:
+            w[:n_in] = r
+        else:
+            w[length - n_in:] = r[::-1]
+    return np.maximum(w, 1e-4)
+
+
+# -- noise ------------------------------------------------------------------------------------------------
+class NoiseField:
+    """Gaussian noise indexed by (seed, step, channel, global latent row, column): every tile sees the same."""
+
+    BLOCK = 32
+
+    def __init__(self, seed: int, steps: int, channels: int = 4):
+        self.seed, self.steps, self.channels = int(seed), steps, channels
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _block(self, by: int, bx: int) -> np.ndarray:
+        key = (by, bx)
+        if key not in self._cache:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed & 0xFFFFFFFF, by, bx])))
+            self._cache[key] = rng.standard_normal(
+                (self.steps, self.channels, self.BLOCK, self.BLOCK), dtype=np.float32)
+        return self._cache[key]
+
+    def window(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Noise [steps, channels, y1-y0, x1-x0] for a latent window."""
+        b = self.BLOCK
+        out = np.empty((self.steps, self.channels, y1 - y0, x1 - x0), np.float32)
+        for by in range(y0 // b, (y1 - 1) // b + 1):
+            for bx in range(x0 // b, (x1 - 1) // b + 1):
+                ys, ye = max(y0, by * b), min(y1, (by + 1) * b)
+                xs, xe = max(x0, bx * b), min(x1, (bx + 1) * b)
+                out[:, :, ys - y0:ye - y0, xs - x0:xe - x0] = self._block(by, bx)[
+                    :, :, ys - by * b:ye - by * b, xs - bx * b:xe - bx * b]
+        return out
+
+
+# -- device, precision, memory ----------------------------------------------------------------------------
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """bf16 (else fp16) autocast on CUDA, none (fp32) on the CPU."""
+    if precision == "fp32" or device.type != "cuda":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
+    """Rough peak activation memory per output pixel of one tile (fp32), dominated by the CSUM."""
+    cfg = model.cfg
+    csum = (4 * cfg.dec_ch + 3 * cfg.csum_hidden) * 4.0
+    x8_level = cfg.dec_ch * 4 * 4.0 * (8.0 / scale) ** 2 * 2  # the x8 level and its pre-shuffle conv
+    cond = cfg.cond_ch * max(cfg.cond_ch_mult[:1]) * 4.0 * 3
+    return 1.5 * (csum + x8_level + cond)
+
+
+def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 1,
+              ram_budget: float | None = None) -> int:
+    """Largest tile (output px, multiple of 64) whose estimated working set fits the device's free memory."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        budget = 0.5 * free
+    else:
+        budget = ram_budget if ram_budget is not None else _cpu_budget()
+    px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
+    side = int(math.sqrt(max(px, 1.0))) // 64 * 64
+    return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
+
+
+def _cpu_budget() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        avail = info.get("MemAvailable", 4 << 30)
+    except OSError:
+        avail = 4 << 30
+    return min(0.25 * avail, 2.0 * (1 << 30))
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+# -- the engine -------------------------------------------------------------------------------------------
+Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+Writer = Callable[[int, int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
+
+
+@dataclass
+class EngineResult:
+    out_size: tuple[int, int]  # (height, width)
+    tile: int
+    overlap: int
+    device: str
+    tiles: int
+    row_starts: list[int]
+    col_starts: list[int]
+
+
+class TiledSR:
+    """Run ``model`` over an image of any size read through ``read`` and written through ``write``.
+
+    read(x, y, w, h) -> (data [C, h, w] float32 in [0, 1], valid [h, w] bool), the LR image.
+    write(x, y, mean [C, h, w], valid [h, w], std [C, h, w] | None), output pixels that are final.
+    groups: the channel triples the model runs on (e.g. [[0, 1, 2]]; 1 band: [[0, 0, 0]]).
+    combine(outputs per group) -> [C, h, w]: the inverse of the grouping.
+    """
+
+    def __init__(self, model: E2DiffSR, device: torch.device, tile: int = 0, overlap: int = 0,
+                 precision: str = "auto", ram_budget: float | None = None):
+        self.model = model
+        self.device = device
+        self.tile = int(tile)
+        self.overlap = int(overlap)
+        self.amp = autocast_dtype(device, precision)
+        self.ram_budget = ram_budget
+
+    def _plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
+        tile = self.tile or auto_tile(self.model, self.device, scale, batch, self.ram_budget)
+        tile = max(64, tile // LATENT * LATENT)
+        overlap = self.overlap or max(16, (tile // 8) // LATENT * LATENT)
+        overlap = min(overlap // LATENT * LATENT, (tile // 2) // LATENT * LATENT - LATENT)
+        return tile, max(LATENT, overlap)
+
+    def run(self, read: Reader, write: Writer, lr_size: tuple[int, int], scale: float, seed: int = 0,
+            samples: int = 1, groups: list[list[int]] | None = None, combine=None, channels: int = 3,
+            progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
+            log: Callable[[str], None] | None = None) -> EngineResult:
+        h, w = lr_size
+        out_size = (int(h * scale), int(w * scale))
+        if min(out_size) < 16:
+            raise E2DiffSRError(f"the output ({out_size[1]} x {out_size[0]} px) would be under 16 px a side; "
+                                "use a larger input or scale")
+        groups = groups or [[0, 1, 2]]
+        combine = combine or (lambda outs: outs[0])
+        batch = len(groups) * samples
+        tile, overlap = self._plan_sizes(scale, batch)
+        while True:
+            try:
+                return self._run(read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels,
+                                 tile, overlap, progress, cancel, log)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+                if not is_oom(exc) or tile <= 64:
+                    if is_oom(exc):
+                        raise E2DiffSRError(f"out of memory on {self.device} even with 64 px tiles; "
+                                            "use --device cpu or free memory") from None
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                tile = max(64, tile // 2 // LATENT * LATENT)
+                overlap = min(overlap, (tile // 2) // LATENT * LATENT - LATENT)
+                if log:
+                    log(f"out of memory: retrying with {tile} px tiles")
+
+    def _run(self, read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels, tile,
+             overlap, progress, cancel, log) -> EngineResult:
+        model = self.model
+        H, W = out_size
+        rows = plan_axis(H, tile, overlap)
+        cols = plan_axis(W, tile, overlap)
+        if log:
+            log(f"tiles: {len(rows) * len(cols)} of {tile} px (overlap {overlap} px) on {self.device}")
+        noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(samples)]
+        n_out = channels * (2 if samples > 1 else 1)
+        carry_top = None  # accumulated (values, weights) of the rows shared with the previous tile row
+        total = len(rows) * len(cols)
+        done = 0
+        for ri, ry in enumerate(rows):
+            next_row_overlap = rows[ri + 1].start if ri + 1 < len(rows) else ry.stop
+            keep_rows = ry.stop - next_row_overlap  # rows shared with the next tile row
+            top_n = (rows[ri - 1].stop - ry.start) if ri > 0 else 0
+            wy = ramp(top_n, ry.stop - ry.start, True) * ramp(keep_rows, ry.stop - ry.start, False)
+            carry_bottom = np.zeros((n_out + 1, keep_rows, W), np.float32)
+            carry_left = None
+            for ci, cx in enumerate(cols):
+                if cancel is not None and cancel():
+                    raise Cancelled()
+                next_col_overlap = cols[ci + 1].start if ci + 1 < len(cols) else cx.stop
+                keep_cols = cx.stop - next_col_overlap
+                left_n = (cols[ci - 1].stop - cx.start) if ci > 0 else 0
+                wx = ramp(left_n, cx.stop - cx.start, True) * ramp(keep_cols, cx.stop - cx.start, False)
+                values, valid = self._tile(read, lr_size, out_size, ry, cx, noise, groups, combine, channels)
+                weight = wy[:, None] * wx[None, :]
+                acc = np.concatenate([values * weight[None], weight[None]], axis=0)
+                if left_n:
+                    acc[:, :, :left_n] += carry_left
+                if top_n:
+                    acc[:, :top_n, left_n:] += carry_top[:, :, cx.start + left_n:cx.stop]
+                final_h = acc.shape[1] - keep_rows
+                final_w = acc.shape[2] - keep_cols
+                if final_h > 0 and final_w > 0:
+                    out = acc[:n_out, :final_h, :final_w] / acc[n_out:, :final_h, :final_w]
+                    self._emit(write, cx.start, ry.start, out, valid[:final_h, :final_w], channels, samples)
+                if keep_rows:
+                    carry_bottom[:, :, cx.start:cx.start + final_w] = acc[:, final_h:, :final_w]
+                carry_left = acc[:, :, final_w:].copy()
+                done += 1
+                if progress is not None:
+                    progress(done / total)
+            carry_top = carry_bottom
+        return EngineResult(out_size, tile, overlap, str(self.device), total,
+                            [r.start for r in rows], [c.start for c in cols])
+
+    @staticmethod
+    def _emit(write, x, y, out, valid, channels, samples):
+        mean = out[:channels]
+        std = None
+        if samples > 1:
+            var = out[channels:] - mean * mean  # blended E[x^2] - (blended E[x])^2
+            std = np.sqrt(np.maximum(var, 0.0))
+        write(x, y, mean, valid, std)
+
+    def _tile(self, read, lr_size, out_size, ry: Span, cx: Span, noise, groups, combine, channels):
+        """Compute one tile's computation window and return its contribution window (values, valid)."""
+        model = self.model
+        H_lr, W_lr = lr_size
+        H, W = out_size
+        oy0, oy1, ox0, ox1 = ry.comp_start, ry.comp_stop, cx.comp_start, cx.comp_stop
+        # LR footprint of the computation window, with context, clipped to the image (its zero-padded
+        # borders are then exactly those of a whole-image pass)
+        ly0 = max(0, math.floor((oy0 + 0.5) * H_lr / H - 0.5) - LR_MARGIN)
+        ly1 = min(H_lr, math.ceil((oy1 - 0.5) * H_lr / H - 0.5) + 1 + LR_MARGIN)
+        lx0 = max(0, math.floor((ox0 + 0.5) * W_lr / W - 0.5) - LR_MARGIN)
+        lx1 = min(W_lr, math.ceil((ox1 - 0.5) * W_lr / W - 0.5) + 1 + LR_MARGIN)
+        data, valid = read(lx0, ly0, lx1 - lx0, ly1 - ly0)
+        geo = Geometry.tile((H_lr, W_lr), (H, W), (ly0, lx0), (ly1 - ly0, lx1 - lx0), (oy0, ox0),
+                            (oy1 - oy0, ox1 - ox0))
+        lat = geo.latent_size
+        samples = len(noise)
+        lr = torch.from_numpy(np.ascontiguousarray(data[np.array(groups)]))  # [G, 3, h, w]
+        lr = lr.repeat(samples, 1, 1, 1) if samples > 1 else lr
+        noises = self._tile_noise(noise, oy0 // LATENT, ox0 // LATENT, lat, len(groups))
+        out = self._forward(lr, geo, noises)  # [samples*G, 3, oh, ow] in [0, 1]
+        # contribution window inside the computation window
+        sy, sx = ry.start - oy0, cx.start - ox0
+        out = out[:, :, sy:sy + (ry.stop - ry.start), sx:sx + (cx.stop - cx.start)]
+        G = len(groups)
+        per_sample = [combine([out[k * G + g] for g in range(G)]) for k in range(samples)]
+        stack = np.stack(per_sample)  # [samples, C, h, w]
+        values = stack.mean(0)
+        if samples > 1:
+            values = np.concatenate([values, (stack * stack).mean(0)], axis=0)
+        valid_out = self._valid_out(valid, geo)[sy:sy + (ry.stop - ry.start), sx:sx + (cx.stop - cx.start)]
+        return values.astype(np.float32), valid_out
+
+    @staticmethod
+    def _tile_noise(noise, ly, lx, lat, groups):
+        per_sample = []
+        for field in noise:
+            win = torch.from_numpy(field.window(ly, ly + lat[0], lx, lx + lat[1]))  # [T, 4, h, w]
+            per_sample.append(win.unsqueeze(1).expand(-1, groups, -1, -1, -1))
+        stacked = torch.cat(per_sample, dim=1)  # [T, samples*G, 4, h, w]
+        return list(stacked.unbind(0))
+
+    @staticmethod
+    def _valid_out(valid: np.ndarray, geo: Geometry) -> np.ndarray:
+        """Output pixel valid where its nearest LR pixel (global mapping) is valid."""
+        if valid.all():
+            return np.ones(geo.out_size, bool)
+        idx = []
+        for axis in (0, 1):
+            g = np.arange(geo.out_origin[axis], geo.out_origin[axis] + geo.out_size[axis])
+            src = np.floor((g + 0.5) * geo.global_lr[axis] / geo.global_out[axis]).astype(np.int64)
+            idx.append(np.clip(src - geo.lr_origin[axis], 0, valid.shape[axis] - 1))
+        return valid[np.ix_(idx[0], idx[1])]
+
+    @torch.no_grad()
+    def _forward(self, lr01: torch.Tensor, geo: Geometry, noises: list[torch.Tensor]) -> np.ndarray:
+        model, dev = self.model, self.device
+        x = ((lr01.to(dev, non_blocking=True) - 0.5) / 0.5).contiguous()
+        noises = [n.to(dev, non_blocking=True) for n in noises]
+        amp = self.amp
+        ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        T = model.cfg.timesteps
+        with ctx:
+            c = model.condition(x, geo).float()
+        z = noises[0].float()
+        for i, t in enumerate(reversed(range(T))):
+            # The first reverse step multiplies eps by ~20 (sqrt(1/abar - 1)): keep it in fp32.
+            step_ctx = contextlib.nullcontext() if (amp is None or t == T - 1) else torch.autocast(dev.type, amp)
+            with step_ctx:
+                z, _, _ = model.denoise_step(z, c, t, geo, noises[i + 1] if t > 0 else None)
+        with ctx:
+            out = model.decode(z, x, geo)
+        return (out.float().clamp(-1, 1) * 0.5 + 0.5).cpu().numpy()
+
+
+def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, device: str | torch.device = "cpu",
+                       seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1,
+                       progress=None, cancel=None) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
+    """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan)."""
+    from .api import check_scale, resolve_device
+
+    scale = check_scale(scale, model.cfg.max_scale)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    C, h, w = image.shape
+    H, W = int(h * scale), int(w * scale)
+    out = np.zeros((C, H, W), np.float32)
+    std = np.zeros((C, H, W), np.float32) if samples > 1 else None
+    image = np.asarray(image, np.float32)
+
+    def read(x, y, ww, hh):
+        return image[:, y:y + hh, x:x + ww], np.ones((hh, ww), bool)
+
+    def write(x, y, mean, valid, s):
+        out[:, y:y + mean.shape[1], x:x + mean.shape[2]] = mean
+        if std is not None and s is not None:
+            std[:, y:y + s.shape[1], x:x + s.shape[2]] = s
+
+    engine = TiledSR(model, dev, tile=tile, overlap=overlap)
+    res = engine.run(read, write, (h, w), scale, seed=seed, samples=samples, channels=C,
+                     progress=progress, cancel=cancel)
+    return out, std, res
