@@ -69,6 +69,36 @@ def ramp(n_in: int, length: int, rising: bool) -> np.ndarray:
     return np.maximum(w, 1e-4)
 
 
+def lr_footprint(c0: int, c1: int, lr_n: int, out_n: int) -> tuple[int, int]:
+    """LR pixels (with LR_MARGIN of context) that output range [c0, c1) samples, unclipped."""
+    f0 = math.floor((c0 + 0.5) * lr_n / out_n - 0.5) - LR_MARGIN
+    f1 = math.ceil((c1 - 0.5) * lr_n / out_n - 0.5) + 1 + LR_MARGIN
+    return f0, f1
+
+
+def lr_window_size(spans: list[Span], lr_n: int, out_n: int) -> int:
+    """One LR window size for every tile along an axis, so that tiles can share a batch."""
+    return min(lr_n, max(b - a for a, b in (lr_footprint(s.comp_start, s.comp_stop, lr_n, out_n) for s in spans)))
+
+
+def lr_window_start(c0: int, c1: int, lr_n: int, out_n: int, size: int) -> int:
+    """Start of a tile's LR window: around its footprint, moved inside the image (whose zero-padded border
+    is then exactly the whole-image pass's border)."""
+    return min(max(0, lr_footprint(c0, c1, lr_n, out_n)[0]), lr_n - size)
+
+
+def valid_out(valid: np.ndarray, lr_size, out_size, lr_origin, out_origin, size) -> np.ndarray:
+    """Output pixel valid where its nearest LR pixel (global mapping) is valid."""
+    if valid.all():
+        return np.ones(size, bool)
+    idx = []
+    for axis in (0, 1):
+        g = np.arange(out_origin[axis], out_origin[axis] + size[axis])
+        src = np.floor((g + 0.5) * lr_size[axis] / out_size[axis]).astype(np.int64)
+        idx.append(np.clip(src - lr_origin[axis], 0, valid.shape[axis] - 1))
+    return valid[np.ix_(idx[0], idx[1])]
+
+
 # -- noise ------------------------------------------------------------------------------------------------
 class NoiseField:
     """Gaussian noise indexed by (seed, step, channel, global latent row, column): every tile sees the same."""
@@ -134,6 +164,13 @@ def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 
     return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
 
 
+def auto_tile_batch(model: E2DiffSR, device: torch.device, scale: float, tile: int, per_tile: int) -> int:
+    """Tiles per forward pass on CUDA: as many as a third of free memory holds, at most 16."""
+    free, _total = torch.cuda.mem_get_info(device)
+    per = bytes_per_output_pixel(model, scale) * tile * tile * per_tile
+    return int(max(1, min(16, (0.33 * free) // per)))
+
+
 def _cpu_budget() -> float:
     try:
         with open("/proc/meminfo") as f:
@@ -175,11 +212,12 @@ class TiledSR:
     """
 
     def __init__(self, model: E2DiffSR, device: torch.device, tile: int = 0, overlap: int = 0,
-                 precision: str = "auto", ram_budget: float | None = None):
+                 precision: str = "auto", ram_budget: float | None = None, batch: int = 0):
         self.model = model
         self.device = device
         self.tile = int(tile)
         self.overlap = int(overlap)
+        self.batch = int(batch)  # tiles per forward pass; 0: 1 on the CPU, from free memory on CUDA
         self.amp = autocast_dtype(device, precision)
         self.ram_budget = ram_budget
 
@@ -229,6 +267,9 @@ class TiledSR:
         if log:
             log(f"tiles: {len(rows) * len(cols)} of {tile} px (overlap {overlap} px) on {self.device}")
         noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(samples)]
+        lr_win = (lr_window_size(rows, lr_size[0], H), lr_window_size(cols, lr_size[1], W))
+        batch_tiles = self.batch or (1 if self.device.type == "cpu" else max(1, auto_tile_batch(
+            self.model, self.device, scale, tile, len(groups) * samples)))
         n_out = channels * (2 if samples > 1 else 1)
         carry_top = None  # accumulated (values, weights) of the rows shared with the previous tile row
         total = len(rows) * len(cols)
@@ -240,31 +281,39 @@ class TiledSR:
             wy = ramp(top_n, ry.stop - ry.start, True) * ramp(keep_rows, ry.stop - ry.start, False)
             carry_bottom = np.zeros((n_out + 1, keep_rows, W), np.float32)
             carry_left = None
-            for ci, cx in enumerate(cols):
+            ci = 0
+            while ci < len(cols):
                 if cancel is not None and cancel():
                     raise Cancelled()
-                next_col_overlap = cols[ci + 1].start if ci + 1 < len(cols) else cx.stop
-                keep_cols = cx.stop - next_col_overlap
-                left_n = (cols[ci - 1].stop - cx.start) if ci > 0 else 0
-                wx = ramp(left_n, cx.stop - cx.start, True) * ramp(keep_cols, cx.stop - cx.start, False)
-                values, valid = self._tile(read, lr_size, out_size, ry, cx, noise, groups, combine, channels)
-                weight = wy[:, None] * wx[None, :]
-                acc = np.concatenate([values * weight[None], weight[None]], axis=0)
-                if left_n:
-                    acc[:, :, :left_n] += carry_left
-                if top_n:
-                    acc[:, :top_n, left_n:] += carry_top[:, :, cx.start + left_n:cx.stop]
-                final_h = acc.shape[1] - keep_rows
-                final_w = acc.shape[2] - keep_cols
-                if final_h > 0 and final_w > 0:
-                    out = acc[:n_out, :final_h, :final_w] / acc[n_out:, :final_h, :final_w]
-                    self._emit(write, cx.start, ry.start, out, valid[:final_h, :final_w], channels, samples)
-                if keep_rows:
-                    carry_bottom[:, :, cx.start:cx.start + final_w] = acc[:, final_h:, :final_w]
-                carry_left = acc[:, :, final_w:].copy()
-                done += 1
-                if progress is not None:
-                    progress(done / total)
+                chunk = [cols[ci]]
+                while (ci + len(chunk) < len(cols) and len(chunk) < batch_tiles and
+                       cols[ci + len(chunk)].comp_stop - cols[ci + len(chunk)].comp_start
+                       == chunk[0].comp_stop - chunk[0].comp_start):
+                    chunk.append(cols[ci + len(chunk)])
+                results = self._tiles(read, lr_size, out_size, ry, chunk, lr_win, noise, groups, combine)
+                for cx, (values, valid) in zip(chunk, results):
+                    next_col_overlap = cols[ci + 1].start if ci + 1 < len(cols) else cx.stop
+                    keep_cols = cx.stop - next_col_overlap
+                    left_n = (cols[ci - 1].stop - cx.start) if ci > 0 else 0
+                    wx = ramp(left_n, cx.stop - cx.start, True) * ramp(keep_cols, cx.stop - cx.start, False)
+                    weight = wy[:, None] * wx[None, :]
+                    acc = np.concatenate([values * weight[None], weight[None]], axis=0)
+                    if left_n:
+                        acc[:, :, :left_n] += carry_left
+                    if top_n:
+                        acc[:, :top_n, left_n:] += carry_top[:, :, cx.start + left_n:cx.stop]
+                    final_h = acc.shape[1] - keep_rows
+                    final_w = acc.shape[2] - keep_cols
+                    if final_h > 0 and final_w > 0:
+                        out = acc[:n_out, :final_h, :final_w] / acc[n_out:, :final_h, :final_w]
+                        self._emit(write, cx.start, ry.start, out, valid[:final_h, :final_w], channels, samples)
+                    if keep_rows:
+                        carry_bottom[:, :, cx.start:cx.start + final_w] = acc[:, final_h:, :final_w]
+                    carry_left = acc[:, :, final_w:].copy()
+                    ci += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done / total)
             carry_top = carry_bottom
         return EngineResult(out_size, tile, overlap, str(self.device), total,
                             [r.start for r in rows], [c.start for c in cols])
@@ -278,59 +327,54 @@ class TiledSR:
             std = np.sqrt(np.maximum(var, 0.0))
         write(x, y, mean, valid, std)
 
-    def _tile(self, read, lr_size, out_size, ry: Span, cx: Span, noise, groups, combine, channels):
-        """Compute one tile's computation window and return its contribution window (values, valid)."""
-        model = self.model
+    def _tiles(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, noise, groups, combine):
+        """Compute a batch of same-size tiles of one tile row; return each one's (values, valid) contribution."""
         H_lr, W_lr = lr_size
         H, W = out_size
-        oy0, oy1, ox0, ox1 = ry.comp_start, ry.comp_stop, cx.comp_start, cx.comp_stop
-        # LR footprint of the computation window, with context, clipped to the image (its zero-padded
-        # borders are then exactly those of a whole-image pass)
-        ly0 = max(0, math.floor((oy0 + 0.5) * H_lr / H - 0.5) - LR_MARGIN)
-        ly1 = min(H_lr, math.ceil((oy1 - 0.5) * H_lr / H - 0.5) + 1 + LR_MARGIN)
-        lx0 = max(0, math.floor((ox0 + 0.5) * W_lr / W - 0.5) - LR_MARGIN)
-        lx1 = min(W_lr, math.ceil((ox1 - 0.5) * W_lr / W - 0.5) + 1 + LR_MARGIN)
-        data, valid = read(lx0, ly0, lx1 - lx0, ly1 - ly0)
-        geo = Geometry.tile((H_lr, W_lr), (H, W), (ly0, lx0), (ly1 - ly0, lx1 - lx0), (oy0, ox0),
-                            (oy1 - oy0, ox1 - ox0))
+        oy0, oy1 = ry.comp_start, ry.comp_stop
+        ly0 = lr_window_start(oy0, oy1, H_lr, H, lr_win[0])
+        datas, valids, lr_origins, out_origins = [], [], [], []
+        for cx in chunk:
+            lx0 = lr_window_start(cx.comp_start, cx.comp_stop, W_lr, W, lr_win[1])
+            data, valid = read(lx0, ly0, lr_win[1], lr_win[0])
+            datas.append(data[np.array(groups)])  # [G, 3, h, w]
+            valids.append(valid)
+            lr_origins.append((ly0, lx0))
+            out_origins.append((oy0, cx.comp_start))
+        comp_w = chunk[0].comp_stop - chunk[0].comp_start
+        geo = Geometry.tiles((H_lr, W_lr), (H, W), lr_origins, lr_win, out_origins, (oy1 - oy0, comp_w))
         lat = geo.latent_size
-        samples = len(noise)
-        lr = torch.from_numpy(np.ascontiguousarray(data[np.array(groups)]))  # [G, 3, h, w]
-        lr = lr.repeat(samples, 1, 1, 1) if samples > 1 else lr
-        noises = self._tile_noise(noise, oy0 // LATENT, ox0 // LATENT, lat, len(groups))
-        out = self._forward(lr, geo, noises)  # [samples*G, 3, oh, ow] in [0, 1]
-        # contribution window inside the computation window
-        sy, sx = ry.start - oy0, cx.start - ox0
-        out = out[:, :, sy:sy + (ry.stop - ry.start), sx:sx + (cx.stop - cx.start)]
-        G = len(groups)
-        per_sample = [combine([out[k * G + g] for g in range(G)]) for k in range(samples)]
-        stack = np.stack(per_sample)  # [samples, C, h, w]
-        values = stack.mean(0)
-        if samples > 1:
-            values = np.concatenate([values, (stack * stack).mean(0)], axis=0)
-        valid_out = self._valid_out(valid, geo)[sy:sy + (ry.stop - ry.start), sx:sx + (cx.stop - cx.start)]
-        return values.astype(np.float32), valid_out
+        samples, G, n = len(noise), len(groups), len(chunk)
+        # batch layout: tile-major, then sample, then group (the geometry repeats per tile)
+        lr = torch.from_numpy(np.ascontiguousarray(np.stack(datas)))  # [n, G, 3, h, w]
+        lr = lr.unsqueeze(1).expand(n, samples, G, *lr.shape[2:]).reshape(n * samples * G, *lr.shape[2:])
+        noises = self._tile_noise(noise, oy0 // LATENT, [o[1] // LATENT for o in out_origins], lat, G)
+        out = self._forward(lr, geo, noises)  # [n*samples*G, 3, oh, ow] in [0, 1]
+        results = []
+        sy = ry.start - oy0
+        hh = ry.stop - ry.start
+        for i, cx in enumerate(chunk):
+            sx = cx.start - cx.comp_start
+            ww = cx.stop - cx.start
+            tile_out = out[i * samples * G:(i + 1) * samples * G, :, sy:sy + hh, sx:sx + ww]
+            stack = np.stack([combine([tile_out[k * G + g] for g in range(G)]) for k in range(samples)])
+            values = stack.mean(0)
+            if samples > 1:
+                values = np.concatenate([values, (stack * stack).mean(0)], axis=0)
+            valid = valid_out(valids[i], (H_lr, W_lr), (H, W), lr_origins[i], (ry.start, cx.start), (hh, ww))
+            results.append((values.astype(np.float32), valid))
+        return results
 
     @staticmethod
-    def _tile_noise(noise, ly, lx, lat, groups):
-        per_sample = []
-        for field in noise:
-            win = torch.from_numpy(field.window(ly, ly + lat[0], lx, lx + lat[1]))  # [T, 4, h, w]
-            per_sample.append(win.unsqueeze(1).expand(-1, groups, -1, -1, -1))
-        stacked = torch.cat(per_sample, dim=1)  # [T, samples*G, 4, h, w]
+    def _tile_noise(noise, ly, lxs, lat, groups):
+        """Per reverse step, noise [n_tiles*samples*groups, 4, h, w] from the global noise fields."""
+        per_tile = []
+        for lx in lxs:
+            for field in noise:
+                win = torch.from_numpy(field.window(ly, ly + lat[0], lx, lx + lat[1]))  # [T, 4, h, w]
+                per_tile.append(win.unsqueeze(1).expand(-1, groups, -1, -1, -1))
+        stacked = torch.cat(per_tile, dim=1)  # [T, n*samples*G, 4, h, w]
         return list(stacked.unbind(0))
-
-    @staticmethod
-    def _valid_out(valid: np.ndarray, geo: Geometry) -> np.ndarray:
-        """Output pixel valid where its nearest LR pixel (global mapping) is valid."""
-        if valid.all():
-            return np.ones(geo.out_size, bool)
-        idx = []
-        for axis in (0, 1):
-            g = np.arange(geo.out_origin[axis], geo.out_origin[axis] + geo.out_size[axis])
-            src = np.floor((g + 0.5) * geo.global_lr[axis] / geo.global_out[axis]).astype(np.int64)
-            idx.append(np.clip(src - geo.lr_origin[axis], 0, valid.shape[axis] - 1))
-        return valid[np.ix_(idx[0], idx[1])]
 
     @torch.no_grad()
     def _forward(self, lr01: torch.Tensor, geo: Geometry, noises: list[torch.Tensor]) -> np.ndarray:

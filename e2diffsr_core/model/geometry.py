@@ -55,22 +55,26 @@ def interp_matrix(src: torch.Tensor, size: int, mode: str) -> torch.Tensor:
 
 
 def resize_with(x: torch.Tensor, my: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
-    """Separable resize of x [B, C, H, W] by row matrix my [H', H] and column matrix mx [W', W]."""
+    """Separable resize of x [B, C, H, W] by row matrices my [B, H', H] and column matrices mx [B, W', W]."""
     my = my.to(device=x.device, dtype=x.dtype)
     mx = mx.to(device=x.device, dtype=x.dtype)
-    return torch.einsum("ph,bchw,qw->bcpq", my, x, mx)
+    return torch.einsum("bph,bchw,bqw->bcpq", my, x, mx)
 
 
 @dataclass
 class Geometry:
-    """Sizes, the model's scale inputs and (for tiles) the global sampling coordinates of one forward pass."""
+    """Sizes, the model's scale inputs and (for tiles) the global sampling coordinates of one forward pass.
+
+    A tiled pass may hold a batch of tiles of one size: ``lr_origins`` / ``out_origins`` give each one's
+    position in the whole image.
+    """
 
     lr_size: tuple[int, int]        # LR input of this pass (a tile's LR window including its margin)
     out_size: tuple[int, int]       # output of this pass
     global_lr: tuple[int, int]      # the whole LR image
     global_out: tuple[int, int]     # the whole output
-    lr_origin: tuple[int, int] = (0, 0)   # this pass's LR window origin in the whole LR image
-    out_origin: tuple[int, int] = (0, 0)  # this pass's output origin in the whole output
+    lr_origins: tuple[tuple[int, int], ...] = ((0, 0),)   # LR window origin of each batch element
+    out_origins: tuple[tuple[int, int], ...] = ((0, 0),)  # output origin of each batch element
     tiled: bool = False
 
     @classmethod
@@ -79,8 +83,12 @@ class Geometry:
 
     @classmethod
     def tile(cls, global_lr, global_out, lr_origin, lr_size, out_origin, out_size) -> Geometry:
+        return cls.tiles(global_lr, global_out, [lr_origin], lr_size, [out_origin], out_size)
+
+    @classmethod
+    def tiles(cls, global_lr, global_out, lr_origins, lr_size, out_origins, out_size) -> Geometry:
         return cls(tuple(lr_size), tuple(out_size), tuple(global_lr), tuple(global_out),
-                   tuple(lr_origin), tuple(out_origin), tiled=True)
+                   tuple(tuple(o) for o in lr_origins), tuple(tuple(o) for o in out_origins), tiled=True)
 
     # Scale inputs, always from the whole image (reference README 1.2 and 1.4: height ratios).
     @property
@@ -107,42 +115,57 @@ class Geometry:
     def latent_size(self) -> tuple[int, int]:
         return (self.out_size[0] // 8, self.out_size[1] // 8)
 
-    def _lr_coords(self, axis: int) -> torch.Tensor:
-        """LR coordinate (this pass's LR pixels) that each output pixel of this pass samples."""
+    def _lr_coords(self, axis: int, k: int) -> torch.Tensor:
+        """LR coordinate (in element k's LR window) that each output pixel of element k samples."""
         n = self.out_size[axis]
-        g = torch.arange(self.out_origin[axis], self.out_origin[axis] + n, dtype=torch.float64)
+        start = self.out_origins[k][axis]
+        g = torch.arange(start, start + n, dtype=torch.float64)
         ratio = self.global_lr[axis] / self.global_out[axis]
-        return (g + 0.5) * ratio - 0.5 - self.lr_origin[axis]
+        return (g + 0.5) * ratio - 0.5 - self.lr_origins[k][axis]
+
+    def _matrices(self, x: torch.Tensor, mode: str, factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        mats = []
+        for axis in (0, 1):
+            per = [interp_matrix((self._lr_coords(axis, k) + 0.5) * factor - 0.5, x.shape[2 + axis], mode)
+                   for k in range(len(self.out_origins))]
+            m = torch.stack(per)
+            if m.shape[0] != x.shape[0]:  # one geometry per tile, repeated for groups/samples of that tile
+                m = m.repeat_interleave(x.shape[0] // m.shape[0], dim=0)
+            mats.append(m)
+        return mats[0], mats[1]
 
     # The four resizes of the model.
     def lr_to_out(self, x: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
         """Resize an LR-grid tensor to the output grid (CondNet input, bicubic skip)."""
         if not self.tiled:
             return F.interpolate(x, size=self.out_size, mode=mode, align_corners=False)
-        my = interp_matrix(self._lr_coords(0), x.shape[2], mode)
-        mx = interp_matrix(self._lr_coords(1), x.shape[3], mode)
-        return resize_with(x, my, mx)
+        return resize_with(x, *self._matrices(x, mode))
 
     def level_to_out(self, x: torch.Tensor, factor: int) -> torch.Tensor:
         """Bilinear resize of a CSUM level (LR grid x factor) to the output grid."""
         if not self.tiled:
             return F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
-        my = interp_matrix((self._lr_coords(0) + 0.5) * factor - 0.5, x.shape[2], "bilinear")
-        mx = interp_matrix((self._lr_coords(1) + 0.5) * factor - 0.5, x.shape[3], "bilinear")
-        return resize_with(x, my, mx)
+        return resize_with(x, *self._matrices(x, "bilinear", factor))
 
     def latent_to_lr(self, x: torch.Tensor) -> torch.Tensor:
         """Legacy nearest resize of a latent-grid map to the LR grid (DPDecoder prior maps)."""
         if not self.tiled:
             return F.interpolate(x, size=self.lr_size, mode="nearest")
-        idx = []
-        for axis in (0, 1):
-            glat = self.global_out[axis] // 8
-            g = torch.arange(self.lr_origin[axis], self.lr_origin[axis] + self.lr_size[axis], dtype=torch.float64)
-            # nearest: floor(dst * in / out), in whole-image pixels; then local to this pass's latent window
-            src = torch.floor(g * (glat / self.global_lr[axis])).long() - self.out_origin[axis] // 8
-            idx.append(src.clamp(0, x.shape[2 + axis] - 1).to(x.device))
-        return x.index_select(2, idx[0]).index_select(3, idx[1])
+        n = len(self.out_origins)
+        per = x.shape[0] // n
+        outs = []
+        for k in range(n):
+            idx = []
+            for axis in (0, 1):
+                glat = self.global_out[axis] // 8
+                lo = self.lr_origins[k][axis]
+                g = torch.arange(lo, lo + self.lr_size[axis], dtype=torch.float64)
+                # nearest: floor(dst * in / out) in whole-image pixels, then local to this tile's latent window
+                src = torch.floor(g * (glat / self.global_lr[axis])).long() - self.out_origins[k][axis] // 8
+                idx.append(src.clamp(0, x.shape[2 + axis] - 1).to(x.device))
+            xs = x[k * per:(k + 1) * per]
+            outs.append(xs.index_select(2, idx[0]).index_select(3, idx[1]))
+        return torch.cat(outs) if n > 1 else outs[0]
 
 
 def check_tile_alignment(out_origin: tuple[int, int]) -> None:
