@@ -218,6 +218,9 @@ class TiledSR:
         self.tile = int(tile)
         self.overlap = int(overlap)
         self.batch = int(batch)  # tiles per forward pass; 0: 1 on the CPU, from free memory on CUDA
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            model.to(memory_format=torch.channels_last)
         self.amp = autocast_dtype(device, precision)
         self.ram_budget = ram_budget
 
@@ -342,7 +345,10 @@ class TiledSR:
             lr_origins.append((ly0, lx0))
             out_origins.append((oy0, cx.comp_start))
         comp_w = chunk[0].comp_stop - chunk[0].comp_start
-        geo = Geometry.tiles((H_lr, W_lr), (H, W), lr_origins, lr_win, out_origins, (oy1 - oy0, comp_w))
+        if tuple(lr_win) == (H_lr, W_lr) and (oy1 - oy0, comp_w) == (H, W):
+            geo = Geometry.whole((H_lr, W_lr), (H, W))  # one tile is the whole image: the release's own resizes
+        else:
+            geo = Geometry.tiles((H_lr, W_lr), (H, W), lr_origins, lr_win, out_origins, (oy1 - oy0, comp_w))
         lat = geo.latent_size
         samples, G, n = len(noise), len(groups), len(chunk)
         # batch layout: tile-major, then sample, then group (the geometry repeats per tile)
@@ -379,7 +385,8 @@ class TiledSR:
     @torch.no_grad()
     def _forward(self, lr01: torch.Tensor, geo: Geometry, noises: list[torch.Tensor]) -> np.ndarray:
         model, dev = self.model, self.device
-        x = ((lr01.to(dev, non_blocking=True) - 0.5) / 0.5).contiguous()
+        x = (lr01.to(dev, non_blocking=True) - 0.5) / 0.5
+        x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x.contiguous()
         noises = [n.to(dev, non_blocking=True) for n in noises]
         amp = self.amp
         ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()

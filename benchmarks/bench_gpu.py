@@ -1,0 +1,110 @@
+"""GPU figures of the `paper` model (JSON): single-image latency, sustained raster throughput, bf16 vs fp32.
+
+    python benchmarks/bench_gpu.py [--model FILE] [--side 1024] [--out report.json]
+
+Needs CUDA. Everything runs through the tiled engine (reading from and writing to in-memory arrays, tiling
+and blending included); GDAL is not needed. Random `paper` weights unless --model is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from e2diffsr_core.api import build_model, open_model  # noqa: E402
+from e2diffsr_core.engine import TiledSR  # noqa: E402
+
+
+def run_engine(engine: TiledSR, image: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
+    C, h, w = image.shape
+    out = np.zeros((C, int(h * scale), int(w * scale)), np.float32)
+
+    def read(x, y, ww, hh):
+        return image[:, y:y + hh, x:x + ww], np.ones((hh, ww), bool)
+
+    def write(x, y, mean, valid, std):
+        out[:, y:y + mean.shape[1], x:x + mean.shape[2]] = mean
+
+    engine.run(read, write, (h, w), scale, seed=seed, channels=C)
+    return out
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def psnr(a, b):
+    return float(10 * np.log10(1.0 / max(np.mean((a - b) ** 2), 1e-20)))
+
+
+def load_sample() -> np.ndarray:
+    root = Path(__file__).resolve().parents[1]
+    npy = root / ".gpu" / "sample.npy"
+    if npy.is_file():
+        return np.load(npy)
+    from osgeo import gdal
+
+    return gdal.Open(str(root / "e2diffsr_core" / "data" / "sample.tif")).ReadAsArray().astype(np.float32) / 255
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", help="model file (default: random paper weights)")
+    ap.add_argument("--side", type=int, default=1024, help="LR side of the large raster (x4 output)")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = open_model(args.model, dev) if args.model else build_model("paper").to(dev)
+    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "model": args.model or "paper (random weights)", "command": " ".join(sys.argv)}
+
+    # 1. one 128 x 128 LR image at x4
+    img = np.random.default_rng(0).random((3, 128, 128), dtype=np.float32)
+    for prec in ("fp32", "bf16"):
+        eng = TiledSR(model, dev, tile=1024, precision="fp32" if prec == "fp32" else "auto")
+        run_engine(eng, img, 4.0)
+        med, runs = timed(lambda e=eng: run_engine(e, img, 4.0), 10)
+        report[f"single_128_x4_{prec}_s"] = round(med, 4)
+
+    # 2. sustained throughput on a large raster at x4 (tiling, blending and array I/O included)
+    big = np.random.default_rng(1).random((3, args.side, args.side), dtype=np.float32)
+    for tile in (512, 1024):
+        eng = TiledSR(model, dev, tile=tile)
+        torch.cuda.reset_peak_memory_stats()
+        run_engine(eng, big[:, :256, :256], 4.0)
+        med, runs = timed(lambda e=eng: run_engine(e, big, 4.0), 2)
+        mpx = (args.side * 4) ** 2 / 1e6
+        report[f"raster_{args.side}_x4_tile{tile}"] = {
+            "seconds": round(med, 3), "output_mpx": mpx, "output_mpx_per_s": round(mpx / med, 2),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+
+    # 3. bf16 against fp32 on the real sample raster (x4)
+    sample = load_sample()
+    ref = run_engine(TiledSR(model, dev, tile=1024, precision="fp32"), sample, 4.0)
+    low = run_engine(TiledSR(model, dev, tile=1024, precision="auto"), sample, 4.0)
+    report["sample_x4_bf16_vs_fp32_psnr_db"] = round(psnr(ref, low), 2)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
