@@ -78,6 +78,7 @@ def save_model(model: E2DiffSR, path: str | os.PathLike, meta: dict | None = Non
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from .common import bicubic
 from .dpencoder import DiagonalGaussian, DPEncoder
 from .dpesr import DPESRDecoder
 from .geometry import Geometry
+from .quantize import VectorQuantizer
 
 
 class AutoencoderKL(nn.Module):
@@ -20,11 +21,16 @@ class AutoencoderKL(nn.Module):
             cfg.csum_hidden, cfg.csum_scale_hidden, cfg.modulation, cfg.prior_branch, cfg.sr_branch)
         self.quant_conv = nn.Conv2d(2 * cfg.embed_dim, 2 * cfg.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.embed_dim, 1)
+        # VQ ablation (paper Table V) only; the KL default adds no module and no key.
+        self.quantize = VectorQuantizer.from_config(cfg) if getattr(cfg, "regularizer", "kl") == "vq" else None
 
     def encode(self, hr: torch.Tensor, lr: torch.Tensor) -> DiagonalGaussian:
         """hr, lr in [-1, 1]; the encoder sees cat[bicubic(LR -> HR size), HR] (LR first)."""
         x = torch.cat([bicubic(lr, (hr.shape[2], hr.shape[3])), hr], dim=1)
-        return DiagonalGaussian(self.quant_conv(self.encoder(x)))
+        moments = self.quant_conv(self.encoder(x))
+        if self.quantize is not None:
+            return self.quantize.posterior(moments)
+        return DiagonalGaussian(moments)
 
     def decode(self, z: torch.Tensor, lr: torch.Tensor, geo: Geometry | tuple[int, int]) -> torch.Tensor:
         """z in the unscaled latent space; returns the [-1, 1] image, unclamped."""

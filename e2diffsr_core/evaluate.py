@@ -1,0 +1,218 @@
+"""Evaluate models the way the paper's Tables I and II were made (the authors' test protocol).
+
+    python -m e2diffsr_core.evaluate --model runs/paper-s2/model.pt --data AID \\
+        --split training/splits/aid_split.json --subset test --scales 2,2.6,3,3.4,4,6,8,10 --out reports/aid
+
+Protocol (reference README 1.1, 1.2): the HR image (uint8 RGB) is the target; LR = PIL bicubic to
+(int(W/s), int(H/s)); the model outputs the HR size; PSNR and SSIM on RGB uint8 with a border of ceil(s)
+removed. Also LPIPS and FID when their backbone weights are on disk, a high-frequency energy ratio (SR/HR,
+1.0 ideal) and seconds per image. A bicubic row (PIL bicubic of the uint8 LR to the HR size) is always there.
+Writes PREFIX.json and PREFIX.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import E2DiffSRError
+from .metrics import FIDMetric, LPIPSMetric, hf_ratio, psnr, ssim, to_uint8
+from .model import Geometry
+from .train.data import bicubic_pil, find_images, read_rgb, select_split, to_model
+
+BICUBIC = "Bicubic"
+
+
+def parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise E2DiffSRError(f"--scales must be numbers separated by commas, got {text!r}") from None
+    if not scales or any(not math.isfinite(s) or s <= 1 for s in scales):
+        raise E2DiffSRError(f"--scales must be numbers greater than 1, got {text!r}")
+    return scales
+
+
+def make_lr(hr: np.ndarray, scale: float) -> np.ndarray:
+    """The authors' HR_downsampled LR: PIL bicubic to (int(W/s), int(H/s))."""
+    h, w = hr.shape[:2]
+    return bicubic_pil(hr, (int(w / scale), int(h / scale)))
+
+
+@torch.no_grad()
+def super_resolve_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device) -> np.ndarray:
+    """Model output at exactly the HR size (not int(h*s)), through the whole-image geometry."""
+    lr = to_model(lr_u8)[None].to(device)
+    geo = Geometry.whole((lr.shape[2], lr.shape[3]), hr_size)
+    out = model.sample(lr, geo, generator=torch.Generator().manual_seed(seed))
+    return to_uint8(out)
+
+
+def _names(paths: list[str]) -> list[str]:
+    """Row labels: the file stem, with as many parent folders as it takes to tell the models apart."""
+    parts = [Path(p).with_suffix("").parts for p in paths]
+    for depth in range(1, max(len(x) for x in parts) + 1):
+        names = ["/".join(x[-depth:]) for x in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{n} ({i + 1})" for i, n in enumerate(names)]
+
+
+def evaluate(models: list[str], data, scales: list[float], split=None, subset: str = "test", device="cpu",
+             seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
+             inception_weights=None, progress: bool = False) -> dict:
+    from .api import open_model, resolve_device
+
+    device = resolve_device(device)
+    files = select_split(data, find_images(data), split, subset)[:max_images]
+    nets = [(name, open_model(p, device)) for name, p in zip(_names(models), models)]
+    lpips_m = LPIPSMetric(lpips_net, lpips_weights, device)
+    fid_m = FIDMetric(inception_weights, device)
+    methods = [BICUBIC] + [n for n, _ in nets]
+    acc = {(m, s): {"psnr": [], "ssim": [], "lpips": [], "hf_ratio": [], "seconds": [], "sr": [], "hr": []}
+           for m in methods for s in scales}
+    skipped = []
+    for i, path in enumerate(files):
+        hr = read_rgb(path)
+        h, w = hr.shape[:2]
+        for s in scales:
+            if int(w / s) < 1 or int(h / s) < 1:
+                skipped.append(f"{path.name} at x{s:g}")
+                continue
+            lr = make_lr(hr, s)
+            border = math.ceil(s)
+            outputs = []
+            t = time.perf_counter()
+            outputs.append((BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t))
+            for name, net in nets:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+                sr = super_resolve_to(net, lr, (h, w), seed + i, device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                outputs.append((name, sr, time.perf_counter() - t))
+            for name, sr, sec in outputs:
+                a = acc[(name, s)]
+                a["psnr"].append(psnr(sr, hr, border))
+                a["ssim"].append(ssim(sr, hr, border))
+                a["hf_ratio"].append(hf_ratio(sr, hr, border))
+                a["seconds"].append(sec)
+                if lpips_m.available:
+                    a["lpips"].append(lpips_m(sr, hr))
+                if fid_m.available:
+                    a["sr"].append(sr)
+                    a["hr"].append(hr)
+        if progress:
+            print(f"[{i + 1}/{len(files)}] {path.name}", file=sys.stderr)
+    rows = []
+    for (name, s), a in acc.items():
+        if not a["psnr"]:
+            continue
+        rows.append({
+            "method": name, "scale": s, "images": len(a["psnr"]),
+            "psnr": float(np.mean(a["psnr"])), "ssim": float(np.mean(a["ssim"])),
+            "lpips": float(np.mean(a["lpips"])) if a["lpips"] else None,
+            "fid": fid_m(a["sr"], a["hr"]) if fid_m.available else None,
+            "hf_ratio": float(np.nanmean(a["hf_ratio"])),
+            "sec_per_image": float(np.mean(a["seconds"])),
+        })
+    return {
+        "protocol": "HR uint8 RGB; LR = PIL bicubic to (int(W/s), int(H/s)); output at the HR size; "
+                    "PSNR/SSIM on RGB uint8 with a border of ceil(s) removed",
+        "data": Path(data).name, "subset": subset if split else "all", "images": len(files),
+        "scales": scales, "seed": seed, "device": str(device), "methods": methods,
+        "models": {n: Path(p).name for n, p in zip(_names(models), models)},
+        "lpips": f"computed ({lpips_net})" if lpips_m.available else f"LPIPS: {lpips_m.reason}",
+        "fid": f"computed ({fid_m.kind})" if fid_m.available else f"FID: {fid_m.reason}",
+        "skipped": skipped, "rows": rows,
+    }
+
+
+def _fmt(v, spec):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def markdown(report: dict) -> str:
+    scales, methods = report["scales"], report["methods"]
+    cell = {(r["method"], r["scale"]): r for r in report["rows"]}
+    head = "| Method | " + " | ".join(f"x{s:g}" for s in scales) + " |"
+    rule = "|---|" + "---|" * len(scales)
+
+    def table(fn):
+        lines = [head, rule]
+        for m in methods:
+            lines.append(f"| {m} | " + " | ".join(fn(cell.get((m, s))) for s in scales) + " |")
+        return lines
+
+    out = [f"# Evaluation on {report['data']} ({report['subset']}, {report['images']} images)", "",
+           report["protocol"] + ".", "", "## PSNR (dB) / SSIM", ""]
+    out += table(lambda r: "-" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}")
+    out += ["", "## LPIPS / FID", ""]
+    if report["lpips"].startswith("computed") or report["fid"].startswith("computed"):
+        out += table(lambda r: "-" if r is None else f"{_fmt(r['lpips'], '.4f')} / {_fmt(r['fid'], '.2f')}")
+        out.append("")
+    out += [f"- LPIPS: {report['lpips']}" if report["lpips"].startswith("computed") else f"- {report['lpips']}",
+            f"- FID: {report['fid']}" if report["fid"].startswith("computed") else f"- {report['fid']}",
+            "", "## High-frequency energy ratio (SR / HR; 1.0 is ideal) and seconds per image", ""]
+    out += table(lambda r: "-" if r is None else f"{_fmt(r['hf_ratio'], '.3f')} / {r['sec_per_image']:.3f} s")
+    if report["skipped"]:
+        out += ["", f"Skipped (no LR pixels): {', '.join(report['skipped'])}"]
+    out += ["", f"Device {report['device']}, seed {report['seed']}.", ""]
+    return "\n".join(out)
+
+
+def write_report(report: dict, prefix) -> tuple[Path, Path]:
+    prefix = Path(prefix)
+    if prefix.suffix.lower() in (".json", ".md"):
+        prefix = prefix.with_suffix("")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    js, md = Path(f"{prefix}.json"), Path(f"{prefix}.md")
+    js.write_text(json.dumps(report, indent=2))
+    md.write_text(markdown(report))
+    return js, md
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m e2diffsr_core.evaluate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="model file (repeat for several models)")
+    p.add_argument("--data", required=True, help="folder of HR test images (searched recursively)")
+    p.add_argument("--split", help="JSON split file; --subset picks the list (default test)")
+    p.add_argument("--subset", default="test", help="train, val or test (with --split)")
+    p.add_argument("--scales", default="2,2.6,3,3.4,4,6,8,10", help="comma-separated scales")
+    p.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (image i uses seed + i)")
+    p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.add_argument("--lpips-net", default="alex", choices=("alex", "vgg"),
+                   help="LPIPS backbone (pyiqa's default: alex)")
+    p.add_argument("--lpips-weights", help="torchvision weights file of that backbone (default: torch hub cache)")
+    p.add_argument("--inception-weights", help="torchvision Inception-v3 weights for FID (default: torch hub cache)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate(args.model, args.data, parse_scales(args.scales), split=args.split, subset=args.subset,
+                          device=args.device, seed=args.seed, max_images=args.max_images, lpips_net=args.lpips_net,
+                          lpips_weights=args.lpips_weights, inception_weights=args.inception_weights, progress=True)
+        js, md = write_report(report, args.out)
+    except E2DiffSRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(report))
+    print(f"wrote {js} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Image-quality metrics of the paper's tables: PSNR and SSIM on RGB uint8 (border crop ceil(s)), LPIPS, FID,
+and a weight-free high-frequency energy ratio. LPIPS and FID need pretrained backbones: they are computed
+only when the weights are on disk, and say so otherwise (``available`` / ``reason``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import E2DiffSRError
+
+# torchvision's file names in the torch hub cache (<torch.hub.get_dir()>/checkpoints/)
+HUB_FILES = {
+    "vgg": "vgg16-397923af.pth",
+    "alex": "alexnet-owt-7be5be79.pth",
+    "inception": "inception_v3_google-0cc3c7bd.pth",
+    "fid_inception": "pt_inception-2015-12-05-6726825d.pth",
+}
+
+
+def hub_file(kind: str) -> Path | None:
+    p = Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILES[kind]
+    return p if p.is_file() else None
+
+
+def crop_border(img: np.ndarray, border: int) -> np.ndarray:
+    return img[border:-border, border:-border] if border > 0 else img
+
+
+def psnr(a: np.ndarray, b: np.ndarray, border: int = 0) -> float:
+    """PSNR in dB of two H x W x C uint8 images over all channels, after removing ``border`` pixels."""
+    a = crop_border(a, border).astype(np.float64)
+    b = crop_border(b, border).astype(np.float64)
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(a: np.ndarray, b: np.ndarray, border: int = 0) -> float:
+    """SSIM (Wang et al. 2004; 11 x 11 Gaussian, sigma 1.5, valid region) per RGB channel, averaged."""
+    a = torch.from_numpy(crop_border(a, border).astype(np.float64)).permute(2, 0, 1)[:, None]
+    b = torch.from_numpy(crop_border(b, border).astype(np.float64)).permute(2, 0, 1)[:, None]
+    w = _gaussian_window()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    var_a = F.conv2d(a * a, w) - mu_a ** 2
+    var_b = F.conv2d(b * b, w) - mu_b ** 2
+    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    m = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(m.mean(dim=(1, 2, 3)).mean())
+
+
+def hf_energy(img: np.ndarray, border: int = 0) -> float:
+    """Energy of the 4-neighbour Laplacian of the grey image (the detail a blurry result lacks)."""
+    g = crop_border(img, border).astype(np.float64).mean(axis=2)
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(np.mean(lap ** 2))
+
+
+def hf_ratio(sr: np.ndarray, hr: np.ndarray, border: int = 0) -> float:
+    """High-frequency energy of SR / that of HR: 1.0 is ideal, below 1 blurrier, above 1 noisier."""
+    ref = hf_energy(hr, border)
+    return float("nan") if ref == 0 else hf_energy(sr, border) / ref
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] tensor [3, H, W] (or [1, 3, H, W]) -> H x W x 3 uint8, as the authors' test.py."""
+    if x.ndim == 4:
+        x = x[0]
+    x01 = x.detach().float().clamp(-1, 1) * 0.5 + 0.5
+    return torch.round(torch.clamp(x01 * 255.0, 0, 255)).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+# -- LPIPS ------------------------------------------------------------------------------------------------------
+def load_backbone(model: torch.nn.Module, path: Path) -> None:
+    """Copy torchvision VGG16/AlexNet weights (a full model or a ``features`` state dict) into lpips's slices."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise E2DiffSRError(f"cannot read backbone weights {path}: {str(e).splitlines()[0][:120]}") from None
+    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else {}
+    target = model.net.state_dict()
+    new = {}
+    for key in target:
+        rest = key.split(".", 1)[1]          # "slice1.0.weight" -> "0.weight"
+        for cand in ("features." + rest, rest):
+            if cand in sd:
+                new[key] = sd[cand]
+                break
+        else:
+            raise E2DiffSRError(f"{path} is not a torchvision backbone for LPIPS: it lacks features.{rest}")
+        if tuple(new[key].shape) != tuple(target[key].shape):
+            raise E2DiffSRError(f"{path}: features.{rest} has shape {tuple(new[key].shape)}, "
+                                f"LPIPS expects {tuple(target[key].shape)} (wrong network?)")
+    model.net.load_state_dict(new)
+
+
+def make_lpips(net: str = "vgg", weights: str | None = None, random_backbone: bool = False) -> torch.nn.Module:
+    """lpips.LPIPS with its backbone from ``weights``, the torch hub cache, or random (tests only).
+
+    Raises E2DiffSRError when no backbone weights are available (nothing is downloaded).
+    """
+    try:
+        import lpips
+    except ImportError:
+        raise E2DiffSRError("LPIPS needs the 'lpips' package (pip install lpips), or turn the perceptual term "
+                            "off (perceptual_weight = 0)") from None
+
+    path = None
+    if not random_backbone:
+        path = Path(weights) if weights else hub_file(net)
+        if weights and not path.is_file():
+            raise E2DiffSRError(f"LPIPS backbone weights not found: {weights}")
+        if path is None:
+            raise E2DiffSRError(
+                f"LPIPS needs the torchvision {net} weights ({HUB_FILES[net]}), which are not in "
+                f"{Path(torch.hub.get_dir()) / 'checkpoints'}: copy the file there, give its path "
+                "(perceptual_weights / --lpips-weights), or turn the perceptual term off (perceptual_weight = 0)")
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's deprecation notes about lpips's 'pretrained' argument
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    if path is not None:
+        load_backbone(model, path)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class LPIPSMetric:
+    """LPIPS between uint8 images; ``available`` is False (with ``reason``) when no backbone is on disk."""
+
+    def __init__(self, net: str = "alex", weights: str | None = None, device="cpu"):
+        self.net, self.device, self.model, self.reason = net, device, None, ""
+        try:
+            self.model = make_lpips(net, weights).to(device)
+        except E2DiffSRError as e:
+            if "not in" in str(e):
+                self.reason = "not computed (no backbone weights)"
+            elif "package" in str(e):
+                self.reason = "not computed (the lpips package is not installed)"
+            else:
+                self.reason = f"not computed ({e})"
+
+    @property
+    def available(self) -> bool:
+        return self.model is not None
+
+    @torch.no_grad()
+    def __call__(self, sr: np.ndarray, hr: np.ndarray) -> float:
+        def t(u8):
+            return (torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(self.device)
+        return float(self.model(t(sr), t(hr)).mean())
+
+
+# -- FID --------------------------------------------------------------------------------------------------------
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^(1/2)), the trace root via a symmetric eigenproblem."""
+    def sqrt_psd(c):
+        vals, vecs = np.linalg.eigh((c + c.T) / 2)
+        return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    r1 = sqrt_psd(cov1)
+    inner = np.linalg.eigvalsh(r1 @ cov2 @ r1)
+    tr_sqrt = np.sum(np.sqrt(np.clip(inner, 0, None)))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt)
+
+
+class FIDMetric:
+    """Inception-v3 pool features (2048-d) of two image sets and their Frechet distance.
+
+    Uses pytorch-fid's network when that package and its weights are present, else torchvision's Inception-v3
+    weights (close to, not identical with, the reference FID). ``available`` is False when neither exists.
+    """
+
+    def __init__(self, weights: str | None = None, device="cpu"):
+        self.device, self.net, self.reason, self.kind = device, None, "not computed (no Inception weights)", ""
+        try:
+            self._build(weights)
+        except E2DiffSRError as e:
+            self.reason = f"not computed ({e})"
+
+    def _build(self, weights):
+        fid_file = hub_file("fid_inception")
+        if weights is None and fid_file is not None:
+            try:
+                from pytorch_fid.inception import InceptionV3
+            except ImportError:
+                InceptionV3 = None
+            if InceptionV3 is not None:
+                self.net = InceptionV3([3]).to(self.device).eval()
+                self.kind = "pytorch-fid Inception"
+                return
+        path = Path(weights) if weights else hub_file("inception")
+        if path is None:
+            return
+        if not path.is_file():
+            raise E2DiffSRError(f"Inception weights not found: {weights}")
+        import torchvision
+
+        net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        net.fc = torch.nn.Identity()
+        self.net = net.to(self.device).eval()
+        self.kind = "torchvision Inception-v3"
+
+    @property
+    def available(self) -> bool:
+        return self.net is not None
+
+    @torch.no_grad()
+    def features(self, images: list[np.ndarray]) -> np.ndarray:
+        feats = []
+        for u8 in images:
+            x = torch.from_numpy(u8).permute(2, 0, 1)[None].float().div(255.0).to(self.device)
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            if self.kind.startswith("torchvision"):
+                mean = torch.tensor([0.485, 0.456, 0.406], device=self.device)[:, None, None]
+                std = torch.tensor([0.229, 0.224, 0.225], device=self.device)[:, None, None]
+                f = self.net((x - mean) / std)
+            else:
+                f = self.net(x)[0]
+            feats.append(f.reshape(1, -1).double().cpu().numpy())
+        return np.concatenate(feats)
+
+    def __call__(self, fake: list[np.ndarray], real: list[np.ndarray]) -> float:
+        a, b = self.features(fake), self.features(real)
+        if len(a) < 2:
+            return float("nan")
+        return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))

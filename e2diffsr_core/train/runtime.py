@@ -1,0 +1,136 @@
+"""Devices, mixed precision, torchrun/DDP, RNG state and atomic files: the parts of a run that are not math."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import E2DiffSRError
+
+
+class Dist:
+    """Rank/world from torchrun's environment; a single process when it is absent."""
+
+    def __init__(self, device_name: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = pick_device(device_name, self.local_rank if self.world > 1 else None)
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend, device_id=self.device if backend == "nccl" else None)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            dist.broadcast(t, src=0)
+        return t
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is True on any rank (stop decisions must agree)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise E2DiffSRError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+        if local_rank is not None:
+            torch.cuda.set_device(local_rank)
+            return torch.device("cuda", local_rank)
+        dev = torch.device(name)
+        if dev.index is not None:
+            torch.cuda.set_device(dev.index)
+        return dev
+    if name != "cpu":
+        raise E2DiffSRError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16 autocast on CUDA, nothing on CPU (one code path for both, as nanoGPT)."""
+    if device.type == "cuda" and amp == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int, rank: int, stream: int = 0) -> int:
+    """A seed for the noise of one step on one rank (independent of any global RNG state)."""
+    return int(np.random.SeedSequence([seed, 7, stream, step, rank]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def rng_state() -> dict:
+    """Python, numpy and torch RNG states as plain tensors/lists (loadable with weights_only=True)."""
+    py = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [py[0], list(py[1]), py[2]],
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_device_tree(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device_tree(v, device) for k, v in obj.items()}
+    return obj

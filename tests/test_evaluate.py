@@ -1,0 +1,124 @@
+"""The evaluator (the authors' test protocol) and the metrics, on the real pictures in tests/data."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from e2diffsr_core.checkpoint import save_model
+from e2diffsr_core.evaluate import main, super_resolve_to
+from e2diffsr_core.metrics import FIDMetric, LPIPSMetric, frechet_distance, hf_ratio, psnr, ssim
+from e2diffsr_core.model import E2DiffSR, preset
+
+DATA = Path(__file__).parent / "data"
+CROPS = ["AWPE_Pigeon_Lake_2020_DJI_0005_crop256.png", "YELL_2_541000_4977000_crop256.png"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two small random models (a narrow CSUM keeps a 256 px output quick on a CPU)."""
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    save_model(E2DiffSR(preset("tiny").replace(csum_hidden=32)), d / "first.pt")
+    torch.manual_seed(1)
+    save_model(E2DiffSR(preset("tiny").replace(csum_hidden=32)), d / "second.pt")
+    return [d / "first.pt", d / "second.pt"]
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    p = tmp_path_factory.mktemp("split") / "split.json"
+    p.write_text(json.dumps({"train": ["SOAP_031.png"], "test": CROPS}))
+    return p
+
+
+def independent_bicubic_psnr(path: Path, s: float) -> float:
+    """PIL bicubic down to (int(W/s), int(H/s)) and back up, border ceil(s), PSNR over RGB, in plain numpy."""
+    hr_img = Image.open(path).convert("RGB")
+    w, h = hr_img.size
+    up = np.asarray(hr_img.resize((int(w / s), int(h / s)), Image.BICUBIC).resize((w, h), Image.BICUBIC), np.float64)
+    hr = np.asarray(hr_img, np.float64)
+    b = math.ceil(s)
+    mse = np.mean((up[b:-b, b:-b] - hr[b:-b, b:-b]) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_report_rows_and_bicubic_psnr(tmp_path, models, split, capsys):
+    prefix = tmp_path / "reports" / "aid"
+    rc = main(["--data", str(DATA), "--split", str(split), "--scales", "2,3.4", "--out", str(prefix),
+               "--device", "cpu", *sum((["--model", str(m)] for m in models), [])])
+    assert rc == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["images"] == 2 and report["methods"] == ["Bicubic", "first", "second"]
+    assert sorted((r["method"], r["scale"]) for r in report["rows"]) == sorted(
+        (m, s) for m in ("Bicubic", "first", "second") for s in (2.0, 3.4))
+    for s in (2.0, 3.4):
+        row = next(r for r in report["rows"] if r["method"] == "Bicubic" and r["scale"] == s)
+        expect = np.mean([independent_bicubic_psnr(DATA / name, s) for name in CROPS])
+        assert row["psnr"] == pytest.approx(expect, abs=1e-9)
+        assert 0 < row["ssim"] < 1 and 0 < row["hf_ratio"] < 1       # bicubic is blurrier than HR
+    for r in report["rows"]:
+        assert r["images"] == 2 and r["sec_per_image"] >= 0 and np.isfinite(r["psnr"])
+    md = prefix.with_suffix(".md").read_text()
+    assert "| Method | x2 | x3.4 |" in md
+    for m in ("Bicubic", "first", "second"):
+        assert sum(line.startswith(f"| {m} |") for line in md.splitlines()) >= 2
+    if report["lpips"].startswith("LPIPS: not computed"):
+        assert "LPIPS: not computed (no backbone weights)" in md
+    if report["fid"].startswith("FID: not computed"):
+        assert "FID: not computed (no Inception weights)" in md
+
+
+def test_output_has_the_hr_size_at_non_integer_scales(models):
+    from e2diffsr_core.checkpoint import load_model
+
+    model = load_model(models[0])
+    hr = np.asarray(Image.open(DATA / CROPS[0]).convert("RGB"))[:250, :246]
+    lr = np.asarray(Image.fromarray(hr).resize((int(246 / 3.4), int(250 / 3.4)), Image.BICUBIC))
+    sr = super_resolve_to(model, lr, (250, 246), seed=0, device="cpu")
+    assert sr.shape == (250, 246, 3) and sr.dtype == np.uint8     # not int(73 * 3.4) = 248
+
+
+def test_metrics_on_real_pictures():
+    hr = np.asarray(Image.open(DATA / "SOAP_031.png").convert("RGB"))
+    assert psnr(hr, hr) == float("inf") and ssim(hr, hr) == pytest.approx(1.0)
+    noisy = np.clip(hr.astype(int) + np.random.default_rng(0).integers(-8, 9, hr.shape), 0, 255).astype(np.uint8)
+    mse = np.mean((noisy[4:-4, 4:-4].astype(float) - hr[4:-4, 4:-4]) ** 2)
+    assert psnr(noisy, hr, 4) == pytest.approx(10 * np.log10(255 ** 2 / mse))
+    assert 0.5 < ssim(noisy, hr, 4) < 1.0
+    assert hf_ratio(hr, hr) == pytest.approx(1.0) and hf_ratio(noisy, hr) > 1.0
+    blurred = np.asarray(Image.fromarray(hr).resize((100, 100), Image.BICUBIC).resize((400, 400), Image.BICUBIC))
+    assert hf_ratio(blurred, hr, 4) < 0.5
+
+
+def test_frechet_distance_matches_scipy():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 6)), rng.normal(0.3, 1.2, size=(60, 6))
+    m1, c1, m2, c2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    ref = np.sum((m1 - m2) ** 2) + np.trace(c1 + c2 - 2 * linalg.sqrtm(c1 @ c2).real)
+    assert frechet_distance(m1, c1, m2, c2) == pytest.approx(ref, rel=1e-6)
+
+
+def test_lpips_and_fid_say_when_weights_are_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    lp, fid = LPIPSMetric("alex"), FIDMetric()
+    assert not lp.available and lp.reason == "not computed (no backbone weights)"
+    assert not fid.available and fid.reason == "not computed (no Inception weights)"
+
+
+def test_bad_arguments_fail_with_one_line(tmp_path, models, capsys):
+    assert main(["--model", str(models[0]), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: data folder not found: {tmp_path / 'none'}"
+    assert main(["--model", str(models[0]), "--data", str(DATA), "--scales", "2,x", "--out", str(tmp_path / "r")]) == 2
+    assert "--scales" in capsys.readouterr().err
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(DATA / CROPS[0], folder)
+    assert main(["--model", str(tmp_path / "missing.pt"), "--data", str(folder), "--out", str(tmp_path / "r")]) == 2
+    assert "not found" in capsys.readouterr().err
