@@ -36,6 +36,15 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .checkpoint import load_model, save_model
+
+    model = load_model(args.model)
+    save_model(model, args.out, dict(getattr(model, "meta", {}) or {}), half=args.half)
+    print(f"wrote {args.out}{' (fp16 weights)' if args.half else ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m e2diffsr_core",
                                 description="E2DiffSR continuous-scale super-resolution")
@@ -54,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--out", required=True, help="model file to write")
     conv.add_argument("--raw-unet", action="store_true", help="use the raw UNet weights instead of the EMA ones")
     conv.set_defaults(func=_cmd_convert)
+
+    exp = sub.add_parser("export", help="rewrite a model file, e.g. with fp16 weights for distribution")
+    exp.add_argument("--model", required=True, help="model file written by e2diffsr (e.g. a run's model.pt)")
+    exp.add_argument("--out", required=True, help="model file to write")
+    exp.add_argument("--half", action="store_true", help="store floating-point weights as fp16 (loads as fp32)")
+    exp.set_defaults(func=_cmd_export)
 
     try:
         from .cli_superresolve import add_parser as add_sr

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="input raster")
     p.add_argument("output", help="output GeoTIFF (written to a temporary file, moved into place when complete)")
     p.add_argument("--scale", type=float, required=True, help="scale factor > 1, e.g. 2, 2.6, 3.4, 4 (max 16)")
-    p.add_argument("--model", help="model file (default: the bundled model)")
+    p.add_argument("--model", help="model file (default: the bundled lite model, e2diffsr_core/weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--bands", type=_bands, help="bands to process, e.g. 1,2,3 (default all)")
