@@ -37,7 +37,7 @@ def main() -> None:
         model = build_model(name).to(dev)
         plan = {}
 
-        def go(m=model):
+        def go(m=model, plan=plan):
             plan["res"] = superresolve_array(m, img, args.scale, device=dev, tile=args.tile)[2]
 
         t = timed(go, args.repeats, sync=dev.type == "cuda")

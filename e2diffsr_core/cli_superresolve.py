@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import E2DiffSRError
-
 
 def _bands(text: str) -> list[int]:
     try:
         bands = [int(b) for b in text.replace(" ", "").split(",") if b]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"bands must be a comma-separated list of numbers like 1,2,3, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"bands must be a comma-separated list of numbers like 1,2,3, got {text!r}") from None
     if not bands:
         raise argparse.ArgumentTypeError("no band numbers given")
     return bands
@@ -22,7 +21,7 @@ def _range(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a range is LO,HI like 0,10000, got {text!r}")
+        raise argparse.ArgumentTypeError(f"a range is LO,HI like 0,10000, got {text!r}") from None
     return lo, hi
 
 
@@ -80,5 +79,3 @@ def run(args) -> int:
           f"({info['tiles']} tiles on {info['device']})", file=sys.stderr)
     return 0
 
-
-__all__ = ["add_parser", "run", "E2DiffSRError"]

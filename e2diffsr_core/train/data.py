@@ -7,9 +7,8 @@ continues with exactly the batches it would have seen.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
