@@ -54,7 +54,7 @@ def open_model(model: str | Path | E2DiffSR | None, device: str | torch.device =
     if model is None:
         model = default_model_path()
         if model is None:
-            raise E2DiffSRError("no model given and no bundled model is installed; pass --model FILE")
+            raise E2DiffSRError("no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)")
     return load_model(model, resolve_device(device))
 
 

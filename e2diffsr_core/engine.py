@@ -155,8 +155,7 @@ def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 
               ram_budget: float | None = None) -> int:
     """Largest tile (output px, multiple of 64) whose estimated working set fits the device's free memory."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        budget = 0.5 * free
+        budget = _cuda_budget(device)
     else:
         budget = ram_budget if ram_budget is not None else _cpu_budget()
     px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
@@ -165,10 +164,17 @@ def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 
 
 
 def auto_tile_batch(model: E2DiffSR, device: torch.device, scale: float, tile: int, per_tile: int) -> int:
-    """Tiles per forward pass on CUDA: as many as a third of free memory holds, at most 16."""
-    free, _total = torch.cuda.mem_get_info(device)
+    """Tiles per forward pass on CUDA: as many as the working-set budget holds, at most 16."""
     per = bytes_per_output_pixel(model, scale) * tile * tile * per_tile
-    return int(max(1, min(16, (0.33 * free) // per)))
+    return int(max(1, min(16, _cuda_budget(device) // per)))
+
+
+CUDA_BUDGET = 6 * 2**30  # working set aimed at on a GPU, so that a run stays under ~8 GiB whatever the raster
+
+
+def _cuda_budget(device: torch.device) -> float:
+    free, _total = torch.cuda.mem_get_info(device)
+    return min(0.5 * free, CUDA_BUDGET)
 
 
 def _cpu_budget() -> float:

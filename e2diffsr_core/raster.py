@@ -47,14 +47,14 @@ def superresolve_raster(
     if samples < 1 or samples > 64:
         raise E2DiffSRError(f"samples must be between 1 and 64, got {samples}")
     if uncertainty and samples < 2:
-        raise E2DiffSRError("an uncertainty raster needs at least 2 samples; pass --samples 4, for example")
+        raise E2DiffSRError("an uncertainty raster needs at least 2 samples; ask for 2 or more (e.g. --samples 4)")
     if uncertainty and Path(uncertainty).resolve() == Path(output).resolve():
         raise E2DiffSRError("the uncertainty raster must be a different file from the output")
     if tile and (tile < 64 or tile > 8192):
         raise E2DiffSRError(f"tile size must be 0 (automatic) or between 64 and 8192 output pixels, got {tile}")
     scale = check_scale(scale, 16.0)
     if model is None and default_model_path() is None:
-        raise E2DiffSRError("no model given and no bundled model is installed; pass --model FILE")
+        raise E2DiffSRError("no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)")
 
     writers: list[RasterWriter] = []
     with RasterReader(input, bands=bands, ranges=ranges) as reader:

@@ -724,7 +724,7 @@ class RasterWriter:
         if os.path.isdir(self.path):
             raise E2DiffSRError(f"output {self.path} is a folder; give a file name such as out.tif")
         if os.path.lexists(self.path) and not overwrite:
-            raise E2DiffSRError(f"output {self.path} exists; pass --overwrite to replace it")
+            raise E2DiffSRError(f"output {self.path} exists; choose another name or allow overwriting (--overwrite)")
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
             raise E2DiffSRError(f"output folder does not exist: {folder}; create it first")

@@ -108,3 +108,21 @@ def test_out_of_memory_retries_with_smaller_tiles(model, image, monkeypatch):
                      2.0, log=logs.append)
     assert res.tile == 128 and any("out of memory" in m for m in logs)
     assert out.min() >= 0 and out.max() > 0
+
+
+@pytest.mark.parametrize("lr_hw,out_hw", [((24, 20), (81, 68)), ((37, 41), (74, 82)), ((16, 30), (128, 240))])
+def test_tile_resizes_equal_the_whole_image_resizes(lr_hw, out_hw):
+    """A 'tile' covering the whole image samples where F.interpolate does, edges included (up to the float32
+    precision of grid_sample's normalised coordinates: measured <= 8e-5 here on N(0, 1) data)."""
+    from e2diffsr_core.model import Geometry
+
+    whole = Geometry.whole(lr_hw, out_hw)
+    tile = Geometry.tile(lr_hw, out_hw, (0, 0), lr_hw, (0, 0), out_hw)
+    x = torch.randn(2, 5, *lr_hw)
+    for mode in ("bicubic", "bilinear"):
+        assert torch.allclose(whole.lr_to_out(x, mode), tile.lr_to_out(x, mode), atol=2e-4)
+    for factor in (1, 2, 4, 8):
+        level = torch.randn(2, 5, lr_hw[0] * factor, lr_hw[1] * factor)
+        assert torch.allclose(whole.level_to_out(level, factor), tile.level_to_out(level, factor), atol=2e-4)
+    lat = torch.randn(2, 5, out_hw[0] // 8, out_hw[1] // 8)
+    assert torch.equal(whole.latent_to_lr(lat), tile.latent_to_lr(lat))

@@ -410,7 +410,7 @@ def test_output_path_problems(tmp_path):
         existing.write_bytes(b"old")
         with pytest.raises(E2DiffSRError) as e:
             rio.RasterWriter(str(existing), reader, 8, 8)
-        one_line_error(e, "exists; pass --overwrite to replace it")
+        one_line_error(e, "exists; choose another name or allow overwriting (--overwrite)")
         w = rio.RasterWriter(str(existing), reader, 8, 8, overwrite=True)
         assert existing.read_bytes() == b"old"  # replaced only on commit
         w.write(0, 0, np.zeros((1, 8, 8), np.float32))

@@ -9,56 +9,11 @@ resizes are then done with explicit interpolation matrices.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-def _cubic_weights(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
-    """Keys cubic convolution weights for taps at -1, 0, 1, 2 around floor(src)."""
-    def near(x):
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x):
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
-
-
-def interp_matrix(src: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """Matrix M (len(src) x size) with M @ signal = signal sampled at ``src`` (pixel-centre coordinates).
-
-    Boundary handling matches ``F.interpolate(align_corners=False)``: bilinear clamps the source coordinate
-    at 0 and the taps at the last sample; bicubic clamps each of its four taps.
-    """
-    src = src.to(torch.float64)
-    rows = torch.arange(src.numel())
-    m = torch.zeros(src.numel(), size, dtype=torch.float64)
-    if mode == "bilinear":
-        src = src.clamp(min=0)
-        i0 = src.floor().long().clamp(max=size - 1)
-        lam = src - i0
-        i1 = (i0 + 1).clamp(max=size - 1)
-        m.index_put_((rows, i0), 1 - lam, accumulate=True)
-        m.index_put_((rows, i1), lam, accumulate=True)
-    elif mode == "bicubic":
-        i = src.floor().long()
-        w = _cubic_weights(src - i)
-        for k in range(4):
-            m.index_put_((rows, (i - 1 + k).clamp(0, size - 1)), w[:, k], accumulate=True)
-    else:
-        raise ValueError(mode)
-    return m
-
-
-def resize_with(x: torch.Tensor, my: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
-    """Separable resize of x [B, C, H, W] by row matrices my [B, H', H] and column matrices mx [B, W', W]."""
-    my = my.to(device=x.device, dtype=x.dtype)
-    mx = mx.to(device=x.device, dtype=x.dtype)
-    return torch.einsum("bph,bchw,bqw->bcpq", my, x, mx)
 
 
 @dataclass
@@ -123,29 +78,39 @@ class Geometry:
         ratio = self.global_lr[axis] / self.global_out[axis]
         return (g + 0.5) * ratio - 0.5 - self.lr_origins[k][axis]
 
-    def _matrices(self, x: torch.Tensor, mode: str, factor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        mats = []
-        for axis in (0, 1):
-            per = [interp_matrix((self._lr_coords(axis, k) + 0.5) * factor - 0.5, x.shape[2 + axis], mode)
-                   for k in range(len(self.out_origins))]
-            m = torch.stack(per)
-            if m.shape[0] != x.shape[0]:  # one geometry per tile, repeated for groups/samples of that tile
-                m = m.repeat_interleave(x.shape[0] // m.shape[0], dim=0)
-            mats.append(m)
-        return mats[0], mats[1]
+    def _grid(self, x: torch.Tensor, factor: int = 1) -> torch.Tensor:
+        """grid_sample grid [B, H', W', 2] of each element's sampling positions in x (a level at LR x factor)."""
+        h_in, w_in = x.shape[2], x.shape[3]
+        grids = []
+        for k in range(len(self.out_origins)):
+            ys = (self._lr_coords(0, k) + 0.5) * factor - 0.5
+            xs = (self._lr_coords(1, k) + 0.5) * factor - 0.5
+            gy = (2 * ys + 1) / h_in - 1  # align_corners=False normalisation
+            gx = (2 * xs + 1) / w_in - 1
+            grids.append(torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1))
+        grid = torch.stack(grids).to(device=x.device, dtype=torch.float32)
+        if grid.shape[0] != x.shape[0]:  # one geometry per tile, repeated for the groups/samples of that tile
+            grid = grid.repeat_interleave(x.shape[0] // grid.shape[0], dim=0)
+        return grid
+
+    def _sample(self, x: torch.Tensor, mode: str, factor: int = 1) -> torch.Tensor:
+        # Border padding clamps the source coordinate (bilinear) or each tap (bicubic), which is exactly how
+        # F.interpolate(align_corners=False) treats the image edge; cost is linear in the output.
+        out = F.grid_sample(x.float(), self._grid(x, factor), mode=mode, padding_mode="border", align_corners=False)
+        return out.to(x.dtype)
 
     # The four resizes of the model.
     def lr_to_out(self, x: torch.Tensor, mode: str = "bicubic") -> torch.Tensor:
         """Resize an LR-grid tensor to the output grid (CondNet input, bicubic skip)."""
         if not self.tiled:
             return F.interpolate(x, size=self.out_size, mode=mode, align_corners=False)
-        return resize_with(x, *self._matrices(x, mode))
+        return self._sample(x, mode)
 
     def level_to_out(self, x: torch.Tensor, factor: int) -> torch.Tensor:
         """Bilinear resize of a CSUM level (LR grid x factor) to the output grid."""
         if not self.tiled:
             return F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
-        return resize_with(x, *self._matrices(x, "bilinear", factor))
+        return self._sample(x, "bilinear", factor)
 
     def latent_to_lr(self, x: torch.Tensor) -> torch.Tensor:
         """Legacy nearest resize of a latent-grid map to the LR grid (DPDecoder prior maps)."""
@@ -181,4 +146,4 @@ def min_side_padding(lr_side: int, scale: float, minimum: int = 16) -> int:
     return pad
 
 
-__all__ = ["Geometry", "interp_matrix", "resize_with", "min_side_padding", "check_tile_alignment", "math"]
+__all__ = ["Geometry", "min_side_padding", "check_tile_alignment"]
