@@ -15,6 +15,7 @@ from .model.geometry import min_side_padding
 
 TRAINED_MAX_SCALE = 8.0
 BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "e2diffsr_lite.pt"
+NO_MODEL = "no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)"
 
 
 def build_model(config: str = "tiny", seed: int | None = 0) -> E2DiffSR:
@@ -54,7 +55,7 @@ def open_model(model: str | Path | E2DiffSR | None, device: str | torch.device =
     if model is None:
         model = default_model_path()
         if model is None:
-            raise E2DiffSRError("no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)")
+            raise E2DiffSRError(NO_MODEL)
     return load_model(model, resolve_device(device))
 
 

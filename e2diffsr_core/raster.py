@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-from .api import check_scale, default_model_path, open_model, resolve_device
+from .api import NO_MODEL, check_scale, default_model_path, open_model, resolve_device
 from .engine import TiledSR
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, output_size
@@ -54,7 +54,7 @@ def superresolve_raster(
         raise E2DiffSRError(f"tile size must be 0 (automatic) or between 64 and 8192 output pixels, got {tile}")
     scale = check_scale(scale, 16.0)
     if model is None and default_model_path() is None:
-        raise E2DiffSRError("no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)")
+        raise E2DiffSRError(NO_MODEL)
 
     writers: list[RasterWriter] = []
     with RasterReader(input, bands=bands, ranges=ranges) as reader:

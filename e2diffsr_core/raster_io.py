@@ -886,21 +886,8 @@ class RasterWriter:
             raise ValueError(f"expected data [{self.band_count}, h, w], got shape {data.shape}")
         if self.band_count != len(self.reader.ranges):
             raise ValueError("write() maps with the reader's ranges; use write_raw() for other band counts")
-        cropped = self._crop(int(x), int(y), data, valid)
-        if cropped is None:
-            return
-        x, y, data, valid = cropped
-        try:
-            for i in range(self.band_count):
-                r = self.reader.ranges[i]
-                values = data[i].astype(np.float64) * r.span + r.lo
-                out = self._to_output(values, i, True, valid)
-                _write_band_array(self._ds.GetRasterBand(i + 1), out, x, y)
-        except RuntimeError as exc:
-            message = _one_line(exc)
-        else:
-            return
-        raise self._fail(message)
+        ranges = self.reader.ranges
+        self._write_bands(x, y, data, valid, lambda i, v: v * ranges[i].span + ranges[i].lo, True)
 
     def write_raw(self, x: int, y: int, data: np.ndarray, valid: np.ndarray | None = None) -> None:
         """Write a ``[bands, h, w]`` block whose values are already in output units (e.g. uncertainty)."""
@@ -908,13 +895,17 @@ class RasterWriter:
         data = np.asarray(data)
         if data.ndim != 3 or data.shape[0] != self.band_count:
             raise ValueError(f"expected data [{self.band_count}, h, w], got shape {data.shape}")
+        self._write_bands(x, y, data, valid, lambda i, v: v, False)
+
+    def _write_bands(self, x, y, data, valid, to_units, nodata_guard: bool) -> None:
+        """Crop to the output, convert each band to output units and type, write; a GDAL failure aborts."""
         cropped = self._crop(int(x), int(y), data, valid)
         if cropped is None:
             return
         x, y, data, valid = cropped
         try:
             for i in range(self.band_count):
-                out = self._to_output(data[i].astype(np.float64), i, False, valid)
+                out = self._to_output(to_units(i, data[i].astype(np.float64)), i, nodata_guard, valid)
                 _write_band_array(self._ds.GetRasterBand(i + 1), out, x, y)
         except RuntimeError as exc:
             message = _one_line(exc)

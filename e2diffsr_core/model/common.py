@@ -36,6 +36,18 @@ class ResnetBlock(nn.Module):
         return x + h
 
 
+class MidBlocks(nn.Module):
+    """The two ResnetBlocks at the bottom of the encoder and at the top of the DPDecoder (``mid.block_1/2``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels)
+        self.block_2 = ResnetBlock(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.block_1(x))
+
+
 class Downsample(nn.Module):
     """Stride-2 3x3 conv after zero-padding right and bottom by one: H -> floor(H/2)."""
 

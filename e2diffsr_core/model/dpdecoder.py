@@ -3,16 +3,9 @@
 import torch
 from torch import nn
 
-from .common import ResnetBlock
+from .common import MidBlocks, ResnetBlock
 from .geometry import Geometry
 from .modulation import ScaleAwareModulation
-
-
-class _Mid(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.block_2 = ResnetBlock(channels, channels)
 
 
 class PriorGroup(nn.Module):
@@ -41,7 +34,7 @@ class DPDecoderPrior(nn.Module):
         super().__init__()
         block_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = _Mid(block_in)
+        self.mid = MidBlocks(block_in)
         groups: list[PriorGroup] = []
         for level in reversed(range(len(ch_mult))):
             block_out = ch * ch_mult[level]
@@ -51,7 +44,7 @@ class DPDecoderPrior(nn.Module):
 
     def forward(self, z: torch.Tensor, geo: Geometry) -> list[torch.Tensor]:
         """Prior maps in processing order (h_0 comes from ``up[3]``), each resized (nearest) to the LR grid."""
-        h = self.mid.block_2(self.mid.block_1(self.conv_in(z)))
+        h = self.mid(self.conv_in(z))
         maps = []
         for group in reversed(self.up):
             for block in group.block:

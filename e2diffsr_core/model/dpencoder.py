@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from .common import Downsample, Normalize, ResnetBlock, swish
+from .common import Downsample, MidBlocks, Normalize, ResnetBlock, swish
 
 
 class _Level(nn.Module):
@@ -12,13 +12,6 @@ class _Level(nn.Module):
         self.block = block
         if downsample is not None:
             self.downsample = downsample
-
-
-class _Mid(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.block_2 = ResnetBlock(channels, channels)
 
 
 class GAPEncoder(nn.Module):
@@ -40,7 +33,7 @@ class GAPEncoder(nn.Module):
                 block_in = block_out
             last = level == len(ch_mult) - 1
             self.down.append(_Level(blocks, None if last else Downsample(block_in)))
-        self.mid = _Mid(block_in)
+        self.mid = MidBlocks(block_in)
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, 2 * z_channels if double_z else z_channels, 3, padding=1)
 
@@ -51,7 +44,7 @@ class GAPEncoder(nn.Module):
                 h = block(h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
-        h = self.mid.block_2(self.mid.block_1(h))
+        h = self.mid(h)
         return self.conv_out(swish(self.norm_out(h)))
 
 
