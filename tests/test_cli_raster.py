@@ -2,9 +2,11 @@
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -181,14 +183,50 @@ def test_complex_data_type(tmp_path, tiny_model_file, capsys):
 def test_output_folder_not_writable(small, tmp_path, tiny_model_file, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
+    ro.chmod(0o555)
     try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("this user can write to read-only folders (root)")
-        rc, err = run_cli([small, ro / "out.tif", "--scale", "2", "--model", tiny_model_file], capsys)
-        assert_clean_failure(rc, err, ro, "")
+        if not os.access(ro, os.W_OK):
+            rc, err = run_cli([small, ro / "out.tif", "--scale", "2", "--model", tiny_model_file], capsys)
+            assert_clean_failure(rc, err, ro, "not writable")
+            return
+        # root may write anywhere: run the command line as an unprivileged user instead, where possible
+        if os.getuid() != 0 or not _can_run_as_nobody():
+            pytest.skip("this user can write to read-only folders and cannot switch to an unprivileged user")
+        # a folder the unprivileged user can reach (pytest's own tmp folders are private to root)
+        base = Path(tempfile.mkdtemp(prefix="e2diffsr-ro-"))
+        try:
+            base.chmod(0o755)
+            for name, src in (("in.tif", small), ("model.pt", tiny_model_file)):
+                (base / name).write_bytes(Path(src).read_bytes())
+                (base / name).chmod(0o644)
+            target = base / "ro"
+            target.mkdir(mode=0o555)
+            target.chmod(0o555)
+            proc = subprocess.run([sys.executable, "-m", "e2diffsr_core", "superresolve", str(base / "in.tif"),
+                                   str(target / "out.tif"), "--scale", "2", "--model", str(base / "model.pt"),
+                                   "--quiet"], capture_output=True, text=True, preexec_fn=_as_nobody, cwd="/",
+                                  env={**os.environ, "HOME": "/"})
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+            assert proc.returncode != 0 and len(errors) == 1 and "not writable" in errors[0], proc.stderr
+            assert "Traceback" not in proc.stderr and list(target.iterdir()) == []
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     finally:
         ro.chmod(0o700)
+
+
+def _as_nobody():
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+def _can_run_as_nobody() -> bool:
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import e2diffsr_core.raster"], capture_output=True,
+                               preexec_fn=_as_nobody, cwd="/", timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
 
 
 def test_disk_full_mid_write(small, tmp_path, tiny_model_file, capsys, monkeypatch):
