@@ -4,7 +4,7 @@ The model resizes in four places (CondNet input, DPDecoder prior maps, CSUM leve
 On a whole image these are ``F.interpolate`` calls, exactly as in the release. A tile of a larger image
 must sample where the whole-image pass would, or a non-integer scale shifts each tile by a fraction of a
 pixel; a :class:`Geometry` built with :meth:`Geometry.tile` carries the global coordinates and the same
-resizes are then done with explicit interpolation matrices.
+resizes are then done with ``grid_sample`` at those coordinates (the prior maps by index selection).
 """
 
 from __future__ import annotations
