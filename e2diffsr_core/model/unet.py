@@ -63,10 +63,11 @@ class AttentionBlock(nn.Module):
         length = qkv.shape[2]
         ch = c // self.num_heads
         q, k, v = qkv.reshape(b * self.num_heads, 3 * ch, length).split(ch, dim=1)
-        scale = 1.0 / math.sqrt(math.sqrt(ch))
-        weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-        weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
-        a = torch.einsum("bts,bcs->bct", weight, v).reshape(b, -1, length)
+        # softmax(q k^T / sqrt(ch)) v, as the release's q * ch^-1/4, k * ch^-1/4; the fused kernel never
+        # materialises the length x length weights (memory linear in the number of latent positions).
+        a = F.scaled_dot_product_attention(q.transpose(1, 2).unsqueeze(0), k.transpose(1, 2).unsqueeze(0),
+                                           v.transpose(1, 2).unsqueeze(0), scale=1.0 / math.sqrt(ch))
+        a = a.squeeze(0).transpose(1, 2).reshape(b, -1, length)
         return (x + self.proj_out(a)).reshape(b, c, *spatial)
 
 
