@@ -137,9 +137,11 @@ def test_stage1_loss_falls_and_writes_a_loadable_model(tmp_path):
 
 def test_stage2_loss_falls_and_the_engine_runs_the_result(tmp_path, stage1_run):
     out = tmp_path / "s2"
-    assert train("--stage", 2, "--out", out, "--stage1", stage1_run, "--max-steps", 15) == 0
+    assert train("--stage", 2, "--out", out, "--stage1", stage1_run, "--max-steps", 15,
+                 "--set", "stage2.base_lr=5e-4", "--set", "data.scale_min=3", "--set", "data.scale_max=3") == 0
     loss = column(out, "diffusion")
-    assert loss[-3:].mean() < 0.9 * loss[:3].mean(), loss
+    # one scale and a rate that makes the fall clear; batches still differ in their crops
+    assert loss[-5:].mean() < 0.7 * loss[:5].mean(), loss
     model = load_model(out / "model.pt")
     assert model.meta["unet_weights"] == "ema" and model.meta["stage"] == 2
     assert float(model.scale_factor) != 1.0                  # set from the first batch's latents
