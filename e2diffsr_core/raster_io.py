@@ -739,6 +739,7 @@ class RasterWriter:
             "COMPRESS": "DEFLATE",
             "PREDICTOR": "3" if _is_float_type(self.dtype) else "2",
             "BIGTIFF": "IF_SAFER",
+            "NUM_THREADS": "ALL_CPUS",  # compress blocks on every core: with a GPU, writing is the bottleneck
         }
         # A photometric interpretation of RGB keeps R,G,B colour interpretation inside the TIFF itself.
         ci = self._colour_interps()
