@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -208,8 +210,78 @@ class EngineResult:
     col_starts: list[int]
 
 
+class LatentCanvas:
+    """Global latent maps [N, C, LH, LW] blended from overlapping windows.
+
+    Kept in memory when small, in a temporary file (beside the output when ``workdir`` is given) when large,
+    so memory stays bounded whatever the raster's area.
+    """
+
+    def __init__(self, n: int, ch: int, lh: int, lw: int, workdir: str | None = None, limit: int = 256 << 20):
+        self._tmp = None
+        shape = (n, ch, lh, lw)
+        if n * ch * lh * lw * 4 > limit:
+            self._tmp = tempfile.TemporaryDirectory(prefix=".e2diffsr-latent-", dir=workdir)
+            self.acc = self._file("acc.npy", shape)
+            self.w = self._file("w.npy", (lh, lw))
+        else:
+            self.acc = np.zeros(shape, np.float32)
+            self.w = np.zeros((lh, lw), np.float32)
+
+    def _file(self, name: str, shape) -> np.ndarray:
+        path = os.path.join(self._tmp.name, name)
+        arr = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+        # Reserve the space now: a memory map that runs out of disk later would kill the process.
+        if hasattr(os, "posix_fallocate"):
+            try:
+                with open(path, "r+b") as f:
+                    os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+            except OSError as e:
+                size, folder = os.path.getsize(path) >> 20, os.path.dirname(self._tmp.name)
+                del arr
+                self.close()
+                raise E2DiffSRError(f"no room for {size} MiB of temporary latents in {folder} ({e.strerror}); "
+                                    "free disk space") from None
+        return arr
+
+    def add(self, y0: int, x0: int, values: np.ndarray, weight: np.ndarray) -> None:
+        h, w = weight.shape
+        self.acc[:, :, y0:y0 + h, x0:x0 + w] += values * weight
+        self.w[y0:y0 + h, x0:x0 + w] += weight
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(self.acc[:, :, y0:y1, x0:x1]) / np.maximum(np.asarray(self.w[y0:y1, x0:x1]), 1e-12)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self.acc = self.w = None
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def _latent_ramps(spans: list[Span], i: int, n_lat: int, unit: int = LATENT) -> tuple[int, int, np.ndarray]:
+    """Latent range [a, b) that span i contributes to, and its blending weights; ``unit`` is 8 for spans in
+    output pixels and 1 for spans already in latent cells."""
+    a = spans[i].start // unit
+    b = n_lat if i == len(spans) - 1 else spans[i].stop // unit
+    rise = (spans[i - 1].stop // unit - a) if i > 0 else 0
+    fall = (b - spans[i + 1].start // unit) if i + 1 < len(spans) else 0
+    return a, b, ramp(rise, b - a, True) * ramp(fall, b - a, False)
+
+
+# Phase weights for progress reporting (CondNet, diffusion, decoder), roughly their share of the work.
+PHASES = (0.3, 0.1, 0.6)
+DIFFUSION_WINDOW = 2048  # output pixels a side of one UNet window (the latent is 8x smaller)
+
+
 class TiledSR:
     """Run ``model`` over an image of any size read through ``read`` and written through ``write``.
+
+    Three phases, so that the diffusion sees far more context than a decoder tile:
+    1. CondNet on output tiles, blended into a global latent c;
+    2. the T reverse steps of the UNet on large windows of that latent (the whole latent when it fits),
+       with noise indexed by global latent position, blended into a global z0;
+    3. the DPESR decoder on output tiles, blended and written as soon as final.
 
     read(x, y, w, h) -> (data [C, h, w] float32 in [0, 1], valid [h, w] bool), the LR image.
     write(x, y, mean [C, h, w], valid [h, w], std [C, h, w] | None), output pixels that are final.
@@ -218,12 +290,15 @@ class TiledSR:
     """
 
     def __init__(self, model: E2DiffSR, device: torch.device, tile: int = 0, overlap: int = 0,
-                 precision: str = "auto", ram_budget: float | None = None, batch: int = 0):
+                 precision: str = "auto", ram_budget: float | None = None, batch: int = 0,
+                 workdir: str | None = None, diffusion_window: int = 0):
         self.model = model
         self.device = device
         self.tile = int(tile)
         self.overlap = int(overlap)
         self.batch = int(batch)  # tiles per forward pass; 0: 1 on the CPU, from free memory on CUDA
+        self.workdir = workdir
+        self.diffusion_window = int(diffusion_window)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
             model.to(memory_format=torch.channels_last)
@@ -250,12 +325,13 @@ class TiledSR:
         combine = combine or (lambda outs: outs[0])
         batch = len(groups) * samples
         tile, overlap = self._plan_sizes(scale, batch)
+        window = self.diffusion_window or DIFFUSION_WINDOW
         while True:
             try:
                 return self._run(read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels,
-                                 tile, overlap, progress, cancel, log)
+                                 tile, overlap, window, progress, cancel, log)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
-                if not is_oom(exc) or tile <= 64:
+                if not is_oom(exc) or (tile <= 64 and window <= 256):
                     if is_oom(exc):
                         raise E2DiffSRError(f"out of memory on {self.device} even with 64 px tiles; "
                                             "use --device cpu or free memory") from None
@@ -264,25 +340,100 @@ class TiledSR:
                     torch.cuda.empty_cache()
                 tile = max(64, tile // 2 // LATENT * LATENT)
                 overlap = min(overlap, (tile // 2) // LATENT * LATENT - LATENT)
+                window = max(256, window // 2)
                 if log:
                     log(f"out of memory: retrying with {tile} px tiles")
 
     def _run(self, read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels, tile,
-             overlap, progress, cancel, log) -> EngineResult:
+             overlap, window, progress, cancel, log) -> EngineResult:
         model = self.model
         H, W = out_size
+        LH, LW = H // LATENT, W // LATENT
         rows = plan_axis(H, tile, overlap)
         cols = plan_axis(W, tile, overlap)
+        lat_win = max(2 * LATENT, window // LATENT // LATENT * LATENT)  # latent cells, a multiple of 8
+        lat_overlap = min(2 * LATENT, lat_win // 4 // LATENT * LATENT) or LATENT
+        lrows = plan_axis(LH, lat_win, lat_overlap)
+        lcols = plan_axis(LW, lat_win, lat_overlap)
         if log:
-            log(f"tiles: {len(rows) * len(cols)} of {tile} px (overlap {overlap} px) on {self.device}")
-        noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(samples)]
+            log(f"tiles: {len(rows) * len(cols)} of {tile} px (overlap {overlap} px), "
+                f"{len(lrows) * len(lcols)} diffusion window(s) on {self.device}")
+        G, S = len(groups), samples
         lr_win = (lr_window_size(rows, lr_size[0], H), lr_window_size(cols, lr_size[1], W))
         batch_tiles = self.batch or (1 if self.device.type == "cpu" else max(1, auto_tile_batch(
-            self.model, self.device, scale, tile, len(groups) * samples)))
+            self.model, self.device, scale, tile, G * S)))
+        n_tiles = len(rows) * len(cols)
+        n_windows = len(lrows) * len(lcols)
+        ticker = _Progress(progress, (n_tiles, n_windows * model.cfg.timesteps, n_tiles))
+        cond = LatentCanvas(G, model.cfg.embed_dim, LH, LW, self.workdir)
+        canvases = [cond]  # closed (temporary files removed) however the run ends
+        try:
+            # phase 1: CondNet, per output tile, into the global c
+            for ri, ry in enumerate(rows):
+                ya, yb, wy = _latent_ramps(rows, ri, LH)
+                for chunk, first in self._chunks(cols, batch_tiles):
+                    _check(cancel)
+                    lr, geo, _, _ = self._inputs(read, lr_size, out_size, ry, chunk, lr_win, groups)
+                    c = self._condition(lr, geo)  # [n*G, 4, lh, lw]
+                    for i, cx in enumerate(chunk):
+                        xa, xb, wx = _latent_ramps(cols, first + i, LW)
+                        oy, ox = ya - ry.comp_start // LATENT, xa - cx.comp_start // LATENT
+                        cond.add(ya, xa, c[i * G:(i + 1) * G, :, oy:oy + yb - ya, ox:ox + xb - xa],
+                                 wy[:, None] * wx[None, :])
+                        ticker.step(0)
+            # phase 2: the reverse chain on large latent windows. Every step is blended across windows before
+            # the next one reads it (so overlapping windows agree, as in MultiDiffusion), with noise indexed by
+            # global latent position.
+            noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(S)]
+            whole = Geometry.whole(lr_size, out_size)  # the UNet's scale inputs are the whole image's
+            T = model.cfg.timesteps
+            z = None
+            for i, t in enumerate(reversed(range(T))):
+                nxt = LatentCanvas(S * G, model.cfg.embed_dim, LH, LW, self.workdir)
+                canvases.append(nxt)
+                for li in range(len(lrows)):
+                    ya, yb, wy = _latent_ramps(lrows, li, LH, 1)
+                    y0, y1 = lrows[li].comp_start, lrows[li].comp_stop
+                    for lj in range(len(lcols)):
+                        _check(cancel)
+                        xa, xb, wx = _latent_ramps(lcols, lj, LW, 1)
+                        x0, x1 = lcols[lj].comp_start, lcols[lj].comp_stop
+                        noises = self._tile_noise(noise, y0, [x0], (y1 - y0, x1 - x0), G)
+                        zw = noises[0] if z is None else torch.from_numpy(z.read(y0, y1, x0, x1))
+                        c = np.tile(cond.read(y0, y1, x0, x1), (S, 1, 1, 1))  # [S*G, 4, h, w]
+                        out = self._step(zw, torch.from_numpy(c), t, noises[i + 1] if t > 0 else None, whole)
+                        nxt.add(ya, xa, out[:, :, ya - y0:yb - y0, xa - x0:xb - x0], wy[:, None] * wx[None, :])
+                        ticker.step(1)
+                if z is not None:
+                    z.close()
+                z = nxt
+            # phase 3: the decoder, per output tile, blended and written as soon as final
+            self._decode_and_write(read, write, lr_size, out_size, rows, cols, lr_win, groups, combine, channels,
+                                   S, z, batch_tiles, ticker, cancel)
+        finally:
+            for canvas in canvases:
+                canvas.close()
+        return EngineResult(out_size, tile, overlap, str(self.device), n_tiles,
+                            [r.start for r in rows], [c.start for c in cols])
+
+    @staticmethod
+    def _chunks(cols: list[Span], batch_tiles: int):
+        """Runs of consecutive same-size column tiles, at most batch_tiles long: (chunk, index of its first)."""
+        ci = 0
+        while ci < len(cols):
+            chunk = [cols[ci]]
+            while (ci + len(chunk) < len(cols) and len(chunk) < batch_tiles and
+                   cols[ci + len(chunk)].comp_stop - cols[ci + len(chunk)].comp_start
+                   == chunk[0].comp_stop - chunk[0].comp_start):
+                chunk.append(cols[ci + len(chunk)])
+            yield chunk, ci
+            ci += len(chunk)
+
+    def _decode_and_write(self, read, write, lr_size, out_size, rows, cols, lr_win, groups, combine, channels,
+                          samples, z0, batch_tiles, ticker, cancel):
+        H, W = out_size
         n_out = channels * (2 if samples > 1 else 1)
         carry_top = None  # accumulated (values, weights) of the rows shared with the previous tile row
-        total = len(rows) * len(cols)
-        done = 0
         for ri, ry in enumerate(rows):
             next_row_overlap = rows[ri + 1].start if ri + 1 < len(rows) else ry.stop
             keep_rows = ry.stop - next_row_overlap  # rows shared with the next tile row
@@ -290,17 +441,12 @@ class TiledSR:
             wy = ramp(top_n, ry.stop - ry.start, True) * ramp(keep_rows, ry.stop - ry.start, False)
             carry_bottom = np.zeros((n_out + 1, keep_rows, W), np.float32)
             carry_left = None
-            ci = 0
-            while ci < len(cols):
-                if cancel is not None and cancel():
-                    raise Cancelled()
-                chunk = [cols[ci]]
-                while (ci + len(chunk) < len(cols) and len(chunk) < batch_tiles and
-                       cols[ci + len(chunk)].comp_stop - cols[ci + len(chunk)].comp_start
-                       == chunk[0].comp_stop - chunk[0].comp_start):
-                    chunk.append(cols[ci + len(chunk)])
-                results = self._tiles(read, lr_size, out_size, ry, chunk, lr_win, noise, groups, combine)
-                for cx, (values, valid) in zip(chunk, results):
+            for chunk, first in self._chunks(cols, batch_tiles):
+                _check(cancel)
+                results = self._decode_tiles(read, lr_size, out_size, ry, chunk, lr_win, groups, combine,
+                                             samples, z0)
+                for i, (cx, (values, valid)) in enumerate(zip(chunk, results)):
+                    ci = first + i
                     next_col_overlap = cols[ci + 1].start if ci + 1 < len(cols) else cx.stop
                     keep_cols = cx.stop - next_col_overlap
                     left_n = (cols[ci - 1].stop - cx.start) if ci > 0 else 0
@@ -319,13 +465,8 @@ class TiledSR:
                     if keep_rows:
                         carry_bottom[:, :, cx.start:cx.start + final_w] = acc[:, final_h:, :final_w]
                     carry_left = acc[:, :, final_w:].copy()
-                    ci += 1
-                    done += 1
-                    if progress is not None:
-                        progress(done / total)
+                    ticker.step(2)
             carry_top = carry_bottom
-        return EngineResult(out_size, tile, overlap, str(self.device), total,
-                            [r.start for r in rows], [c.start for c in cols])
 
     @staticmethod
     def _emit(write, x, y, out, valid, channels, samples):
@@ -336,8 +477,9 @@ class TiledSR:
             std = np.sqrt(np.maximum(var, 0.0))
         write(x, y, mean, valid, std)
 
-    def _tiles(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, noise, groups, combine):
-        """Compute a batch of same-size tiles of one tile row; return each one's (values, valid) contribution."""
+    def _inputs(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, groups):
+        """LR windows of a batch of same-size tiles of one tile row: (lr [n*G, 3, h, w], geometry, valids,
+        LR origins)."""
         H_lr, W_lr = lr_size
         H, W = out_size
         oy0, oy1 = ry.comp_start, ry.comp_stop
@@ -355,15 +497,23 @@ class TiledSR:
             geo = Geometry.whole((H_lr, W_lr), (H, W))  # one tile is the whole image: the release's own resizes
         else:
             geo = Geometry.tiles((H_lr, W_lr), (H, W), lr_origins, lr_win, out_origins, (oy1 - oy0, comp_w))
+        lr = torch.from_numpy(np.ascontiguousarray(np.concatenate(datas)))  # [n*G, 3, h, w]
+        return lr, geo, valids, lr_origins
+
+    def _decode_tiles(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, groups, combine,
+                      samples, z0: LatentCanvas):
+        """Decode a batch of same-size tiles of one tile row; return each one's (values, valid) contribution."""
+        G, n = len(groups), len(chunk)
+        lr, geo, valids, lr_origins = self._inputs(read, lr_size, out_size, ry, chunk, lr_win, groups)
         lat = geo.latent_size
-        samples, G, n = len(noise), len(groups), len(chunk)
-        # batch layout: tile-major, then sample, then group (the geometry repeats per tile)
-        lr = torch.from_numpy(np.ascontiguousarray(np.stack(datas)))  # [n, G, 3, h, w]
-        lr = lr.unsqueeze(1).expand(n, samples, G, *lr.shape[2:]).reshape(n * samples * G, *lr.shape[2:])
-        noises = self._tile_noise(noise, oy0 // LATENT, [o[1] // LATENT for o in out_origins], lat, G)
-        out = self._forward(lr, geo, noises)  # [n*samples*G, 3, oh, ow] in [0, 1]
+        ly = ry.comp_start // LATENT
+        z = np.concatenate([z0.read(ly, ly + lat[0], cx.comp_start // LATENT, cx.comp_start // LATENT + lat[1])
+                            for cx in chunk])  # [n*S*G, 4, h, w]: tile, then sample, then group
+        # the LR of each tile repeated for its samples: [n, G, ...] -> [n, S, G, ...]
+        lr = lr.reshape(n, 1, G, *lr.shape[1:]).expand(n, samples, G, *lr.shape[1:]).reshape(-1, *lr.shape[1:])
+        out = self._decode(torch.from_numpy(z), lr, geo)  # [n*S*G, 3, oh, ow] in [0, 1]
         results = []
-        sy = ry.start - oy0
+        sy = ry.start - ry.comp_start
         hh = ry.stop - ry.start
         for i, cx in enumerate(chunk):
             sx = cx.start - cx.comp_start
@@ -373,7 +523,7 @@ class TiledSR:
             values = stack.mean(0)
             if samples > 1:
                 values = np.concatenate([values, (stack * stack).mean(0)], axis=0)
-            valid = valid_out(valids[i], (H_lr, W_lr), (H, W), lr_origins[i], (ry.start, cx.start), (hh, ww))
+            valid = valid_out(valids[i], lr_size, out_size, lr_origins[i], (ry.start, cx.start), (hh, ww))
             results.append((values.astype(np.float32), valid))
         return results
 
@@ -388,26 +538,51 @@ class TiledSR:
         stacked = torch.cat(per_tile, dim=1)  # [T, n*samples*G, 4, h, w]
         return list(stacked.unbind(0))
 
+    def _prepare(self, lr01: torch.Tensor) -> torch.Tensor:
+        x = (lr01.to(self.device, non_blocking=True) - 0.5) / 0.5
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x.contiguous()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
+
     @torch.no_grad()
-    def _forward(self, lr01: torch.Tensor, geo: Geometry, noises: list[torch.Tensor]) -> np.ndarray:
-        model, dev = self.model, self.device
-        x = (lr01.to(dev, non_blocking=True) - 0.5) / 0.5
-        x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x.contiguous()
-        noises = [n.to(dev, non_blocking=True) for n in noises]
-        amp = self.amp
-        ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-        T = model.cfg.timesteps
+    def _condition(self, lr01: torch.Tensor, geo: Geometry) -> np.ndarray:
+        with self._autocast():
+            c = self.model.condition(self._prepare(lr01), geo)
+        return c.float().cpu().numpy()
+
+    @torch.no_grad()
+    def _step(self, z: torch.Tensor, c: torch.Tensor, t: int, noise: torch.Tensor | None, geo: Geometry):
+        """One reverse step of a latent window; the first (t = T-1) in fp32, since it multiplies eps by ~20."""
+        dev = self.device
+        ctx = contextlib.nullcontext() if t == self.model.cfg.timesteps - 1 else self._autocast()
         with ctx:
-            c = model.condition(x, geo).float()
-        z = noises[0].float()
-        for i, t in enumerate(reversed(range(T))):
-            # The first reverse step multiplies eps by ~20 (sqrt(1/abar - 1)): keep it in fp32.
-            step_ctx = contextlib.nullcontext() if (amp is None or t == T - 1) else torch.autocast(dev.type, amp)
-            with step_ctx:
-                z, _, _ = model.denoise_step(z, c, t, geo, noises[i + 1] if t > 0 else None)
-        with ctx:
-            out = model.decode(z, x, geo)
+            out, _, _ = self.model.denoise_step(z.to(dev).float(), c.to(dev), t, geo,
+                                                None if noise is None else noise.to(dev))
+        return out.float().cpu().numpy()
+
+    @torch.no_grad()
+    def _decode(self, z: torch.Tensor, lr01: torch.Tensor, geo: Geometry) -> np.ndarray:
+        with self._autocast():
+            out = self.model.decode(z.to(self.device), self._prepare(lr01), geo)
         return (out.float().clamp(-1, 1) * 0.5 + 0.5).cpu().numpy()
+
+
+class _Progress:
+    """Overall fraction done from per-phase unit counts."""
+
+    def __init__(self, callback, counts):
+        self.callback, self.counts, self.done = callback, counts, [0, 0, 0]
+
+    def step(self, phase: int) -> None:
+        self.done[phase] += 1
+        if self.callback is not None:
+            self.callback(min(1.0, sum(w * d / max(1, c) for w, d, c in zip(PHASES, self.done, self.counts))))
+
+
+def _check(cancel) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled()
 
 
 def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, device: str | torch.device = "cpu",

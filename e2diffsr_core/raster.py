@@ -5,6 +5,7 @@ This is the one entry point the command line and the QGIS algorithm call.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +84,8 @@ def superresolve_raster(
                     unc[:, ~valid] = -1.0
                     writers[1].write_raw(x, y, unc, valid)
 
-            engine = TiledSR(net, dev, tile=tile)
+            # large rasters keep their latents in temporary files beside the output
+            engine = TiledSR(net, dev, tile=tile, workdir=os.path.dirname(os.path.abspath(output)))
             model_desc = _describe_model(model if model is not None else None, net)
             plan_tile, plan_overlap = engine._plan_sizes(scale, len(reader.groups()) * samples)
             log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px (overlap {plan_overlap} px), "

@@ -71,8 +71,8 @@ def test_tiled_and_whole_runs_show_no_seam(model, sample_rgb):
     seam = boundary.mean() / np.concatenate([d_rows, d_cols]).mean()
     agreement = 10 * math.log10(1 / np.mean((whole - tiled) ** 2))
     reseed = 10 * math.log10(1 / np.mean((whole - reseeded) ** 2))
-    assert seam < 1.1, seam  # measured 0.78
-    # Small tiles see other GroupNorm statistics and attention context than the whole image: the result
-    # moves about as far as drawing another seed would (measured 31.3 dB vs 31.2 dB; 38.6 dB with 256 px
-    # tiles), i.e. it stays a sample of the same distribution.
-    assert agreement > reseed - 1.0, (agreement, reseed)
+    assert seam < 1.1, seam  # measured 0.79
+    # The diffusion runs on the whole latent here (one window), so only CondNet's and the decoder's tiles
+    # differ from the whole-image pass: measured 45.6 dB, where another seed moves the result to 31.2 dB.
+    assert agreement > 40, (agreement, reseed)
+    assert reseed < 35

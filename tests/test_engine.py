@@ -88,16 +88,16 @@ def test_progress_and_cancel(model, image):
 
 def test_out_of_memory_retries_with_smaller_tiles(model, image, monkeypatch):
     engine = TiledSR(model, torch.device("cpu"), tile=256)
-    real = engine._forward
+    real = engine._decode
     sizes = []
 
-    def flaky(lr, geo, noises):
+    def flaky(z, lr, geo):
         sizes.append(geo.out_size)
         if max(geo.out_size) > 128:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(lr, geo, noises)
+        return real(z, lr, geo)
 
-    monkeypatch.setattr(engine, "_forward", flaky)
+    monkeypatch.setattr(engine, "_decode", flaky)
     out = np.zeros((3, 176, 208), np.float32)
 
     def write(x, y, m, v, s):
@@ -126,3 +126,66 @@ def test_tile_resizes_equal_the_whole_image_resizes(lr_hw, out_hw):
         assert torch.allclose(whole.level_to_out(level, factor), tile.level_to_out(level, factor), atol=2e-4)
     lat = torch.randn(2, 5, out_hw[0] // 8, out_hw[1] // 8)
     assert torch.equal(whole.latent_to_lr(lat), tile.latent_to_lr(lat))
+def _run_engine(engine, image, scale, **kw):
+    C, h, w = image.shape
+    out = np.zeros((C, int(h * scale), int(w * scale)), np.float32)
+
+    def write(x, y, m, v, s):
+        out[:, y:y + m.shape[1], x:x + m.shape[2]] = m
+
+    res = engine.run(lambda x, y, ww, hh: (image[:, y:y + hh, x:x + ww], np.ones((hh, ww), bool)), write, (h, w),
+                     scale, **kw)
+    return out, res
+
+
+def test_diffusion_windows_leave_no_seam(model, image):
+    """Rasters larger than one diffusion window: windows are blended at every reverse step."""
+    whole, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024), image, 4.0, seed=2)
+    windowed, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=256), image, 4.0,
+                              seed=2)
+    starts = [s.start * 8 for s in plan_axis(whole.shape[1] // 8, 32, 8)[1:]]
+    assert starts  # several windows along each axis
+
+    def score(img):
+        d = np.abs(np.diff(img, axis=1)).mean(axis=(0, 2))
+        return d[[s - 1 for s in starts]].mean() / d.mean()
+
+    assert score(windowed) < 1.1 * score(whole)
+    assert psnr(whole, windowed) > 30
+
+
+def test_large_latents_go_to_temporary_files_that_are_removed(model, image, tmp_path, monkeypatch):
+    from e2diffsr_core import engine as eng
+
+    made = []
+    real_init = eng.LatentCanvas.__init__
+
+    def small_limit(self, n, ch, lh, lw, workdir=None, limit=0):
+        real_init(self, n, ch, lh, lw, workdir, limit=0)  # always on disk
+        made.append(self._tmp.name)
+
+    monkeypatch.setattr(eng.LatentCanvas, "__init__", small_limit)
+    engine = TiledSR(model, torch.device("cpu"), tile=128, workdir=str(tmp_path))
+    a, _ = _run_engine(engine, image[:, :48, :48], 2.0, seed=1)
+    assert made and all(p.startswith(str(tmp_path)) for p in made)
+    assert list(tmp_path.iterdir()) == []
+    calls = []
+    with pytest.raises(Cancelled):
+        _run_engine(engine, image[:, :48, :48], 2.0, seed=1, cancel=lambda: calls.append(1) or len(calls) > 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_disk_space_for_latent_files_is_a_clear_error(model, image, tmp_path, monkeypatch):
+    import errno
+    import os as _os
+
+    from e2diffsr_core import engine as eng
+    from e2diffsr_core.errors import E2DiffSRError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_os, "posix_fallocate", full, raising=False)
+    with pytest.raises(E2DiffSRError, match="no room for .* temporary latents"):
+        eng.LatentCanvas(1, 4, 64, 64, str(tmp_path), limit=0)
+    assert list(tmp_path.iterdir()) == []
