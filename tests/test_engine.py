@@ -52,7 +52,7 @@ def test_tiled_agrees_with_whole_and_has_no_seams(model, image, scale):
     tiled, _, r2 = superresolve_array(model, image, scale, tile=96, overlap=24, seed=3)
     assert r1.tiles == 1 and r2.tiles > 4
     assert whole.shape == tiled.shape == (3, int(88 * scale), int(104 * scale))
-    assert psnr(whole, tiled) > 45  # measured: ~58 dB
+    assert psnr(whole, tiled) > 45  # measured: ~62 dB
     assert seam_score(tiled, r2.row_starts, r2.col_starts) < 1.1
 
 
