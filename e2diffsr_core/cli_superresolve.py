@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="model file (default: the bundled lite model, e2diffsr_core/weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="CUDA arithmetic (default auto: bf16 where supported); the CPU always uses fp32")
     p.add_argument("--bands", type=_bands, help="bands to process, e.g. 1,2,3 (default all)")
     p.add_argument("--range", dest="ranges", type=_range, action="append",
                    help="value range LO,HI mapped to the model's 0..1, once per selected band "
@@ -71,6 +73,7 @@ def run(args) -> int:
             args.input, args.output, args.scale, model=args.model, device=args.device, seed=args.seed,
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
+            precision=args.precision,
             progress=progress, log=log)
     finally:
         bar.close()

@@ -136,11 +136,14 @@ class NoiseField:
 
 # -- device, precision, memory ----------------------------------------------------------------------------
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """bf16 (else fp16) autocast on CUDA, none (fp32) on the CPU."""
+    """auto: bf16 (else fp16) autocast on CUDA, none (fp32) on the CPU; fp32/bf16/fp16 force a choice
+    on CUDA (the CPU always runs fp32)."""
     if precision == "fp32" or device.type != "cuda":
         return None
     if precision == "fp16":
         return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 

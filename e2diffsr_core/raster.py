@@ -34,7 +34,8 @@ def superresolve_raster(
     input: str, output: str, scale: float, *, model: str | None = None, device: str = "auto", seed: int = 0,
     bands: list[int] | None = None, tile: int = 0, samples: int = 1, uncertainty: str | None = None,
     creation_options: list[str] | tuple = (), cog: bool = False, overwrite: bool = False,
-    ranges: list[tuple[float, float]] | None = None, progress: Callable[[float], None] | None = None,
+    ranges: list[tuple[float, float]] | None = None, precision: str = "auto",
+    progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area).
@@ -51,6 +52,8 @@ def superresolve_raster(
         raise E2DiffSRError("an uncertainty raster needs at least 2 samples; ask for 2 or more (e.g. --samples 4)")
     if uncertainty and Path(uncertainty).resolve() == Path(output).resolve():
         raise E2DiffSRError("the uncertainty raster must be a different file from the output")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise E2DiffSRError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if tile and (tile < 64 or tile > 8192):
         raise E2DiffSRError(f"tile size must be 0 (automatic) or between 64 and 8192 output pixels, got {tile}")
     scale = check_scale(scale, 16.0)
@@ -85,7 +88,8 @@ def superresolve_raster(
                     writers[1].write_raw(x, y, unc, valid)
 
             # large rasters keep their latents in temporary files beside the output
-            engine = TiledSR(net, dev, tile=tile, workdir=os.path.dirname(os.path.abspath(output)))
+            engine = TiledSR(net, dev, tile=tile, precision=precision,
+                             workdir=os.path.dirname(os.path.abspath(output)))
             model_desc = _describe_model(model if model is not None else None, net)
             plan_tile, plan_overlap = engine._plan_sizes(scale, len(reader.groups()) * samples)
             log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px (overlap {plan_overlap} px), "

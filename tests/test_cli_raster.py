@@ -279,7 +279,7 @@ def test_ctrl_c_leaves_no_output(tmp_path, tiny_model_file):
 def test_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "e2diffsr_core", "superresolve", "--help"], capture_output=True,
                          text=True).stdout
-    for opt in ("--scale", "--model", "--device", "--seed", "--bands", "--tile", "--samples", "--uncertainty",
-                "--co", "--cog", "--overwrite"):
+    for opt in ("--scale", "--model", "--device", "--seed", "--precision", "--bands", "--tile", "--samples",
+                "--uncertainty", "--co", "--cog", "--overwrite"):
         assert opt in out
     assert math.isfinite(1.0)
