@@ -85,10 +85,11 @@ class Geometry:
         for k in range(len(self.out_origins)):
             ys = (self._lr_coords(0, k) + 0.5) * factor - 0.5
             xs = (self._lr_coords(1, k) + 0.5) * factor - 0.5
-            gy = (2 * ys + 1) / h_in - 1  # align_corners=False normalisation
-            gx = (2 * xs + 1) / w_in - 1
+            # align_corners=False normalisation, in float64; only the 1-D coordinates cross to the device
+            gy = ((2 * ys + 1) / h_in - 1).to(device=x.device, dtype=torch.float32)
+            gx = ((2 * xs + 1) / w_in - 1).to(device=x.device, dtype=torch.float32)
             grids.append(torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1))
-        grid = torch.stack(grids).to(device=x.device, dtype=torch.float32)
+        grid = torch.stack(grids)
         if grid.shape[0] != x.shape[0]:  # one geometry per tile, repeated for the groups/samples of that tile
             grid = grid.repeat_interleave(x.shape[0] // grid.shape[0], dim=0)
         return grid
