@@ -134,11 +134,6 @@ class Geometry:
         return torch.cat(outs) if n > 1 else outs[0]
 
 
-def check_tile_alignment(out_origin: tuple[int, int]) -> None:
-    if out_origin[0] % 8 or out_origin[1] % 8:
-        raise ValueError("tile outputs must start on the latent grid (multiples of 8 output pixels)")
-
-
 def min_side_padding(lr_side: int, scale: float, minimum: int = 16) -> int:
     """LR pixels to add so that an output side reaches ``minimum`` (tiny inputs the release cannot run)."""
     pad = 0
@@ -147,4 +142,4 @@ def min_side_padding(lr_side: int, scale: float, minimum: int = 16) -> int:
     return pad
 
 
-__all__ = ["Geometry", "min_side_padding", "check_tile_alignment"]
+__all__ = ["Geometry", "min_side_padding"]
