@@ -21,21 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from e2diffsr_core.api import build_model, open_model  # noqa: E402
-from e2diffsr_core.engine import TiledSR  # noqa: E402
+from e2diffsr_core.engine import superresolve_array  # noqa: E402
 
 
-def run_engine(engine: TiledSR, image: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
-    C, h, w = image.shape
-    out = np.zeros((C, int(h * scale), int(w * scale)), np.float32)
-
-    def read(x, y, ww, hh):
-        return image[:, y:y + hh, x:x + ww], np.ones((hh, ww), bool)
-
-    def write(x, y, mean, valid, std):
-        out[:, y:y + mean.shape[1], x:x + mean.shape[2]] = mean
-
-    engine.run(read, write, (h, w), scale, seed=seed, channels=C)
-    return out
+def run_engine(model, image: np.ndarray, scale: float, tile: int, precision: str = "auto") -> np.ndarray:
+    return superresolve_array(model, image, scale, device=next(model.parameters()).device, tile=tile,
+                              precision=precision)[0]
 
 
 def _sync():
@@ -87,19 +78,18 @@ def main() -> None:
     # 1. one 128 x 128 LR image at x4
     img = np.random.default_rng(0).random((3, 128, 128), dtype=np.float32)
     for prec in ("fp32", "bf16"):
-        eng = TiledSR(model, dev, tile=1024, precision="fp32" if prec == "fp32" else "auto")
-        run_engine(eng, img, 4.0)
-        med, runs = timed(lambda e=eng: run_engine(e, img, 4.0), 5 if args.quick else 10)
+        p = "fp32" if prec == "fp32" else "auto"
+        run_engine(model, img, 4.0, 1024, p)
+        med, runs = timed(lambda p=p: run_engine(model, img, 4.0, 1024, p), 5 if args.quick else 10)
         report[f"single_128_x4_{prec}_s"] = round(med, 4)
 
     # 2. sustained throughput on a large raster at x4 (tiling, blending and array I/O included)
     big = np.random.default_rng(1).random((3, args.side, args.side), dtype=np.float32)
     for tile in ((1024,) if args.quick else (512, 1024)):
-        eng = TiledSR(model, dev, tile=tile)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        run_engine(eng, big[:, :256, :256], 4.0)
-        med, runs = timed(lambda e=eng: run_engine(e, big, 4.0), 1 if args.quick else 2)
+        run_engine(model, big[:, :256, :256], 4.0, tile)
+        med, runs = timed(lambda t=tile: run_engine(model, big, 4.0, t), 1 if args.quick else 2)
         mpx = (args.side * 4) ** 2 / 1e6
         report[f"raster_{args.side}_x4_tile{tile}"] = {
             "seconds": round(med, 3), "output_mpx": mpx, "output_mpx_per_s": round(mpx / med, 2),
@@ -110,8 +100,8 @@ def main() -> None:
 
     # 3. bf16 against fp32 on the real sample raster (x4)
     sample = load_sample(args.sample_npy)
-    ref = run_engine(TiledSR(model, dev, tile=1024, precision="fp32"), sample, 4.0)
-    low = run_engine(TiledSR(model, dev, tile=1024, precision="auto"), sample, 4.0)
+    ref = run_engine(model, sample, 4.0, 1024, "fp32")
+    low = run_engine(model, sample, 4.0, 1024, "auto")
     report["sample_x4_bf16_vs_fp32_psnr_db"] = round(psnr(ref, low), 2)
     text = json.dumps(report, indent=2)
     print(text)

@@ -308,7 +308,8 @@ class TiledSR:
         self.amp = autocast_dtype(device, precision)
         self.ram_budget = ram_budget
 
-    def _plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
+    def plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
+        """Decoder tile size and overlap (output pixels) a run at this scale starts with."""
         tile = self.tile or auto_tile(self.model, self.device, scale, batch, self.ram_budget)
         tile = max(64, tile // LATENT * LATENT)
         overlap = self.overlap or max(16, (tile // 8) // LATENT * LATENT)
@@ -327,7 +328,7 @@ class TiledSR:
         groups = groups or [[0, 1, 2]]
         combine = combine or (lambda outs: outs[0])
         batch = len(groups) * samples
-        tile, overlap = self._plan_sizes(scale, batch)
+        tile, overlap = self.plan_sizes(scale, batch)
         window = self.diffusion_window or DIFFUSION_WINDOW
         while True:
             try:
@@ -589,8 +590,9 @@ def _check(cancel) -> None:
 
 
 def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, device: str | torch.device = "cpu",
-                       seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1,
-                       progress=None, cancel=None) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
+                       seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1, precision: str = "auto",
+                       diffusion_window: int = 0, progress=None,
+                       cancel=None) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan)."""
     from .api import check_scale, resolve_device
 
@@ -611,7 +613,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
         if std is not None and s is not None:
             std[:, y:y + s.shape[1], x:x + s.shape[2]] = s
 
-    engine = TiledSR(model, dev, tile=tile, overlap=overlap)
+    engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window)
     res = engine.run(read, write, (h, w), scale, seed=seed, samples=samples, channels=C,
                      progress=progress, cancel=cancel)
     return out, std, res

@@ -47,6 +47,12 @@ def clip_and_check(params, max_norm: float) -> tuple[bool, torch.Tensor]:
     return bool(torch.isfinite(norm)), norm
 
 
+def adam_for(params, s, rt: Dist, device: torch.device) -> tuple[float, torch.optim.Adam]:
+    """The stage's Adam at base_lr x global batch (as the authors, unless scale_lr is off); fused on CUDA."""
+    lr = s.base_lr * (s.batch_size * rt.world if s.scale_lr else 1)
+    return lr, torch.optim.Adam(params, lr=lr, betas=tuple(s.betas), fused=device.type == "cuda")
+
+
 class Stage1:
     stage = 1
     log_keys = LOG_KEYS
@@ -61,13 +67,10 @@ class Stage1:
         if cfg.run.channels_last and self.device.type == "cuda":
             self.ae.to(memory_format=torch.channels_last)
         self.params = [p for p in self.ae.parameters() if p.requires_grad]
-        world_batch = s.batch_size * rt.world
-        self.lr = s.base_lr * (world_batch if s.scale_lr else 1)
-        self.fused = self.device.type == "cuda"  # fused Adam kernels on the GPU
-        self.opt = torch.optim.Adam(self.params, lr=self.lr, betas=tuple(s.betas), fused=self.fused)
+        self.lr, self.opt = adam_for(self.params, s, rt, self.device)
         self.gen = _Autoencode(self.ae, s.sample_posterior)
         self.disc = NLayerDiscriminator(3, s.disc_channels, s.disc_layers).to(self.device)
-        self.opt_disc = torch.optim.Adam(self.disc.parameters(), lr=self.lr, betas=tuple(s.betas), fused=self.fused)
+        _, self.opt_disc = adam_for(self.disc.parameters(), s, rt, self.device)
         self.pair = _DiscriminatePair(self.disc)
         if rt.enabled:
             # Model-I leaves the prior branch without gradients; DDP must be told to expect that.

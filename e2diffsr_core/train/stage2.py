@@ -17,7 +17,7 @@ from ..model import E2DiffSR, Geometry, ModelConfig
 from .config import TrainConfig
 from .ema import EMA
 from .runtime import Dist, autocast
-from .stage1 import clip_and_check
+from .stage1 import adam_for, clip_and_check
 
 LOG_KEYS = ("loss", "diffusion", "distill")
 
@@ -123,10 +123,7 @@ class Stage2:
             self.model.to(memory_format=torch.channels_last)
         self.params = [p for m in (self.model.unet, self.model.cond_stage_model) for p in m.parameters()
                        if p.requires_grad]
-        world_batch = s.batch_size * rt.world
-        self.lr = s.base_lr * (world_batch if s.scale_lr else 1)
-        self.fused = self.device.type == "cuda"  # fused Adam kernels on the GPU
-        self.opt = torch.optim.Adam(self.params, lr=self.lr, betas=tuple(s.betas), fused=self.fused)
+        self.lr, self.opt = adam_for(self.params, s, rt, self.device)
         self.ema = EMA(self.model.unet, s.ema_decay).to(self.device)
         self.objective = _Objective(self.model, s)
         if rt.enabled:
