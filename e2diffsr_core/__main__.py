@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import E2DiffSRError
+from .errors import E2DiffSRError, Stopped
 
 
 def _cmd_info(args) -> int:
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 130 if type(e).__name__ == "Cancelled" else 2
+    except Stopped as e:
+        print(f"error: stopped by {e.name}; no output was written", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("error: interrupted; no output was written", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
@@ -30,7 +31,8 @@ def add_parser(sub) -> None:
                        description="Super-resolve a raster by a continuous scale factor; the output keeps the "
                                    "CRS, area, data type, bands and nodata of the input.")
     p.add_argument("input", help="input raster")
-    p.add_argument("output", help="output GeoTIFF (written to a temporary file, moved into place when complete)")
+    p.add_argument("output", help="output GeoTIFF, .tif or .tiff (built in a hidden folder beside it, moved into "
+                                  "place when complete)")
     p.add_argument("--scale", type=float, required=True, help="scale factor > 1, e.g. 2, 2.6, 3.4, 4 (max 16)")
     p.add_argument("--model", help="model file (default: the bundled lite model, e2diffsr_core/weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -46,13 +48,28 @@ def add_parser(sub) -> None:
     p.add_argument("--uncertainty", help="write the per-pixel standard deviation of the samples here")
     p.add_argument("--co", action="append", default=[], metavar="KEY=VALUE", help="GeoTIFF creation option")
     p.add_argument("--cog", action="store_true", help="write a Cloud Optimized GeoTIFF")
-    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (only ever a GeoTIFF)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does: every temporary file is removed, no output is left."""
+    from .errors import Stopped
+
+    def handler(signum, _frame):
+        raise Stopped(signum, signal.Signals(signum).name)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, handler)
+
+
 def run(args) -> int:
     from tqdm import tqdm
+
+    stop_on_signals()
 
     from .raster import superresolve_raster
 

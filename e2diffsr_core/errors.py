@@ -10,3 +10,11 @@ class Cancelled(E2DiffSRError):
 
     def __init__(self, message: str = "cancelled by the user; no output was written"):
         super().__init__(message)
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM, SIGHUP); raised in the main thread so that clean-up runs."""
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(name)
+        self.signum, self.name = signum, name

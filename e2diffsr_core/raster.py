@@ -6,6 +6,7 @@ This is the one entry point the command line and the QGIS algorithm call.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,27 @@ def _describe_model(model_arg, model) -> str:
         if cfg == model.cfg:
             preset = key
     return f"{name} ({preset})"
+
+
+def _check_temporary_space(output: str, out_w: int, out_h: int, maps: int) -> None:
+    """Refuse, before reserving anything, a run whose temporary latents cannot fit on the output's disk.
+
+    The engine keeps a conditioning latent and two chains of latents (4 channels, 1/8 of the output a side,
+    float32) per band group and sample, in files when they are large.
+    """
+    cells = (out_w // 8) * (out_h // 8)
+    need = cells * 4 * 4 * (3 * maps) + cells * 4 * 3
+    if need < 256 << 20:  # small latents stay in memory
+        return
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if need > free:
+        raise E2DiffSRError(f"this output ({out_w} x {out_h} px) needs about {need / 2**30:.1f} GiB of temporary "
+                            f"space in {folder} but only {free / 2**30:.1f} GiB are free; free disk space, "
+                            "write the output elsewhere or use a smaller scale")
 
 
 def superresolve_raster(
@@ -65,31 +87,34 @@ def superresolve_raster(
         out_w, out_h = output_size(reader.width, reader.height, scale)
         if min(out_w, out_h) < 16:
             raise E2DiffSRError(f"the output would be {out_w} x {out_h} px; rasters must give at least 16 px a side")
-        dev = resolve_device(device)
-        net = open_model(model, dev)
-        scale = check_scale(scale, net.cfg.max_scale)
+        if reader.type_note:
+            log(f"note: {reader.type_note}")
+        _check_temporary_space(output, out_w, out_h, len(reader.groups()) * samples)
         try:
+            # every check of the outputs (names, overwriting, creation options) before the model is even loaded
             writers.append(RasterWriter(output, reader, out_w, out_h, creation_options=list(creation_options),
                                         cog=cog, overwrite=overwrite))
             if uncertainty:
                 writers.append(RasterWriter(uncertainty, reader, out_w, out_h, creation_options=list(creation_options),
-                                            cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0))
+                                            cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0,
+                                            spread=True, label="uncertainty raster"))
+            dev = resolve_device(device)
+            net = open_model(model, dev)
+            scale = check_scale(scale, net.cfg.max_scale)
             spans = np.array([r.span for r in reader.ranges], np.float32)[:, None, None]
 
             def read(x, y, w, h):
                 data, valid = reader.read(x, y, w, h)
-                return np.clip(data, 0.0, 1.0), valid
+                return np.clip(data, 0.0, 1.0), valid  # the writer adds back what lies outside [0, 1]
 
-            def write(x, y, mean, valid, std):
-                writers[0].write(x, y, mean, valid)
+            def write(x, y, mean, _valid, std):
+                # the writer takes validity per band from the input itself (nodata in one band keeps the others)
+                writers[0].write(x, y, mean)
                 if uncertainty and std is not None:
-                    unc = (std * spans).astype(np.float32)
-                    unc[:, ~valid] = -1.0
-                    writers[1].write_raw(x, y, unc, valid)
+                    writers[1].write_raw(x, y, (std * spans).astype(np.float32))
 
-            # large rasters keep their latents in temporary files beside the output
-            engine = TiledSR(net, dev, tile=tile, precision=precision,
-                             workdir=os.path.dirname(os.path.abspath(output)))
+            # the run's temporary latents live in the output's run folder, removed however the run ends
+            engine = TiledSR(net, dev, tile=tile, precision=precision, workdir=writers[0].run_folder)
             model_desc = _describe_model(model if model is not None else None, net)
             plan_tile, plan_overlap = engine.plan_sizes(scale, len(reader.groups()) * samples)
             log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px (overlap {plan_overlap} px), "

@@ -167,9 +167,9 @@ def test_corrupt_model_file(small, tmp_path, tiny_model_file, capsys):
 
 def test_existing_output_needs_overwrite(small, tmp_path, tiny_model_file, capsys):
     out = tmp_path / "out.tif"
-    out.write_bytes(b"precious")
+    make_raster(out, np.zeros((1, 5, 5), np.uint8), gdal.GDT_Byte)
     rc, err = run_cli([small, out, "--scale", "2", "--model", tiny_model_file], capsys)
-    assert rc != 0 and "--overwrite" in err and out.read_bytes() == b"precious"
+    assert rc != 0 and "--overwrite" in err and gdal.Open(str(out)).RasterXSize == 5
     rc, err = run_cli([small, out, "--scale", "2", "--model", tiny_model_file, "--overwrite"], capsys)
     assert rc == 0 and gdal.Open(str(out)).RasterXSize == 80
 
@@ -231,7 +231,7 @@ def _can_run_as_nobody() -> bool:
 
 def test_disk_full_mid_write(small, tmp_path, tiny_model_file, capsys, monkeypatch):
     calls = {"n": 0}
-    real = raster_io._write_band_array
+    real = raster_io.writer._write_band_array
 
     def failing(band, array, x, y):
         calls["n"] += 1
@@ -239,7 +239,7 @@ def test_disk_full_mid_write(small, tmp_path, tiny_model_file, capsys, monkeypat
             raise RuntimeError("Free disk space available is 0 bytes, whereas 4096 are at least necessary.")
         return real(band, array, x, y)
 
-    monkeypatch.setattr(raster_io, "_write_band_array", failing)
+    monkeypatch.setattr(raster_io.writer, "_write_band_array", failing)
     rc, err = run_cli([small, tmp_path / "out.tif", "--scale", "4", "--tile", "64", "--model", tiny_model_file],
                       capsys)
     assert_clean_failure(rc, err, tmp_path, "could not write")

@@ -12,7 +12,7 @@ from osgeo import gdal, osr
 from e2diffsr_core import raster_io as rio
 from e2diffsr_core.errors import E2DiffSRError
 
-SAMPLE = Path(rio.__file__).parent / "data" / "sample.tif"
+SAMPLE = Path(rio.__file__).parents[1] / "data" / "sample.tif"
 GT = (500000.0, 2.0, 0.0, 4100000.0, 0.0, -2.0)
 
 
@@ -64,11 +64,12 @@ def read_back(path):
 
 
 def round_trip(src, dst, **writer_kw):
-    """Read the whole raster and write it back at the same size."""
+    """Read the whole raster, clip it to the model's [0, 1] as the model's output is, and write it back at the
+    same size: the writer must restore what lay outside the band ranges."""
     with rio.RasterReader(src) as reader:
         data, valid = reader.read(0, 0, reader.width, reader.height)
         writer = rio.RasterWriter(dst, reader, reader.width, reader.height, **writer_kw)
-        writer.write(0, 0, data, valid)
+        writer.write(0, 0, np.clip(data, 0, 1), valid)
         writer.commit()
     return read_back(dst)
 
@@ -238,7 +239,8 @@ def test_crs_descriptions_colour_and_metadata_kept(tmp_path):
 )
 def test_band_groups(tmp_path, n, groups):
     src = make_raster(tmp_path / "in.tif", np.zeros((n, 4, 4), np.uint8))
-    with rio.RasterReader(src) as reader:
+    # bands named explicitly: GDAL tags the 4th band of a 4-band Byte GeoTIFF as alpha unless told otherwise
+    with rio.RasterReader(src, bands=list(range(1, n + 1))) as reader:
         assert reader.groups() == groups
         outs = [np.stack([np.full((2, 2), 10.0 * g + p) for p in range(3)]) for g in range(len(groups))]
         merged = reader.ungroup(outs)
@@ -411,11 +413,16 @@ def test_output_path_problems(tmp_path):
         with pytest.raises(E2DiffSRError) as e:
             rio.RasterWriter(str(existing), reader, 8, 8)
         one_line_error(e, "exists; choose another name or allow overwriting (--overwrite)")
-        w = rio.RasterWriter(str(existing), reader, 8, 8, overwrite=True)
-        assert existing.read_bytes() == b"old"  # replaced only on commit
+        with pytest.raises(E2DiffSRError) as e:  # --overwrite replaces a GeoTIFF, never any other file
+            rio.RasterWriter(str(existing), reader, 8, 8, overwrite=True)
+        one_line_error(e, "exists and is not a GeoTIFF")
+        assert existing.read_bytes() == b"old"
+        old_tif = make_raster(tmp_path / "old_raster.tif", np.zeros((1, 3, 3), np.uint8))
+        w = rio.RasterWriter(old_tif, reader, 8, 8, overwrite=True)
+        assert gdal.Open(old_tif).RasterXSize == 3  # replaced only on commit
         w.write(0, 0, np.zeros((1, 8, 8), np.float32))
         w.commit()
-        assert gdal.Open(str(existing)).RasterXSize == 8
+        assert gdal.Open(old_tif).RasterXSize == 8
 
         with pytest.raises(E2DiffSRError) as e:
             rio.RasterWriter(str(tmp_path / "missing" / "out.tif"), reader, 8, 8)
@@ -425,7 +432,7 @@ def test_output_path_problems(tmp_path):
             with pytest.raises(E2DiffSRError) as e:
                 rio.RasterWriter(str(tmp_path / "out.tif"), reader, 8, 8, creation_options=bad)
             one_line_error(e, bad[0].split("=")[0] if "=" in bad[0] and bad[0][0] != "=" else bad[0])
-    assert sorted(os.listdir(tmp_path)) == ["in.tif", "old.tif"]
+    assert sorted(os.listdir(tmp_path)) == ["in.tif", "old.tif", "old_raster.tif"]
 
 
 def test_output_folder_not_writable(tmp_path):
@@ -454,7 +461,8 @@ def test_abort_leaves_nothing_and_commit_makes_exactly_the_target(tmp_path):
     out_dir.mkdir()
     with rio.RasterReader(src) as reader:
         w = rio.RasterWriter(str(out_dir / "a.tif"), reader, 40, 40)
-        assert len(os.listdir(out_dir)) == 1 and os.listdir(out_dir)[0].startswith(".a.tif.partial-")
+        # everything unfinished lives in one hidden run folder beside the target
+        assert len(os.listdir(out_dir)) == 1 and os.listdir(out_dir)[0].startswith(".e2diffsr-run-")
         w.write(0, 0, np.zeros((3, 20, 20), np.float32))
         w.abort()
         w.abort()
@@ -501,7 +509,7 @@ def test_disk_full_during_write_leaves_no_file(tmp_path, monkeypatch):
 
         # gdal.Band.WriteArray itself cannot be patched reliably (CPython keeps serving the cached
         # method of the SWIG class), so the writer's single write call is replaced instead.
-        monkeypatch.setattr(rio, "_write_band_array", no_space)
+        monkeypatch.setattr(rio.writer, "_write_band_array", no_space)
         with pytest.raises(E2DiffSRError) as e:
             w.write(16, 16, np.zeros((3, 16, 16), np.float32))
         one_line_error(e, "could not write", "o.tif", "No space left on device")

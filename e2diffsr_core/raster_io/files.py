@@ -1,0 +1,269 @@
+"""Files on disk: which files an input really is, whether an output may be written, and the run folder.
+
+Safety rules, each enforced here and nowhere else:
+
+* The input is never overwritten, whatever name reaches it: every file GDAL reads for the input (a VRT's
+  sources, the file behind ``GTIFF_DIR:``/``NETCDF:``-style connection strings, the archive behind ``/vsizip/``)
+  is compared with each output.
+* ``overwrite`` replaces only a GeoTIFF, never a folder, a device, a model file or any other file.
+* Everything a run writes lives in one hidden run folder beside the output (``.e2diffsr-run-XXXXXXXX``),
+  locked for the run's lifetime. Finished outputs are moved out of it; the folder is removed however the run
+  ends, and a later run removes the folders of runs that died (their lock is free again).
+* A finished output is moved into place without replacing a file that appeared meanwhile (unless
+  overwriting was asked for, and then only a GeoTIFF).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import time
+
+from osgeo import gdal
+
+from e2diffsr_core.errors import E2DiffSRError
+
+from .gdal_errors import collect_failures
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; stale run folders are recognised by age alone
+    fcntl = None
+
+RUN_PREFIX = ".e2diffsr-run-"
+LOCK_NAME = "lock"
+#: Leftovers without a lock (older versions, or a run killed between creating its folder and locking it)
+#: are removed once older than this.
+STALE_AGE_S = 24 * 3600
+_LEGACY_PATTERNS = (".e2diffsr-latent-", ".partial-")
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+
+# -- the input ---------------------------------------------------------------------------------------------
+def _vsi_container(path: str) -> str:
+    """The file on disk behind a GDAL virtual path (``/vsizip/a.zip/b.tif`` -> ``a.zip``), else ``path``."""
+    if not path.startswith("/vsi"):
+        return path
+    rest = path.split("/", 2)[2] if path.count("/") >= 2 else ""
+    if path.startswith("/vsisubfile/") and "," in rest:
+        rest = rest.split(",", 1)[1]
+    rest = rest.lstrip("{")
+    parts = rest.split("/")
+    for n in range(len(parts), 0, -1):  # the longest prefix that is a file on disk
+        candidate = "/" + "/".join(p for p in parts[:n] if p) if rest.startswith("/") else "/".join(parts[:n])
+        candidate = candidate.rstrip("}")
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return path
+
+
+def source_files(ds, name: str) -> list[str]:
+    """Every file on disk that GDAL reads for dataset ``ds`` opened as ``name`` (for the same-file check)."""
+    files = [name]
+    try:
+        files += ds.GetFileList() or []
+    except RuntimeError:
+        pass
+    out = []
+    for f in files:
+        f = _vsi_container(f)
+        if f and os.path.exists(f) and f not in out:
+            out.append(f)
+    return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+# -- the output --------------------------------------------------------------------------------------------
+def _is_geotiff(path: str) -> bool:
+    found = []
+    with collect_failures(quiet=True):
+        found.append(gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY, allowed_drivers=["GTiff", "COG"]))
+    return bool(found) and found[0] is not None
+
+
+def _name_limit(folder: str) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_output(path: str, inputs: list[str], overwrite: bool, label: str = "output",
+                 flag: str = "--overwrite") -> None:
+    """Refuse, before any work, an output that cannot or must not be written; ``inputs`` from :func:`source_files`."""
+    if not path:
+        raise E2DiffSRError(f"no {label} file given; give a file name such as out.tif")
+    if path.startswith("/vsi"):
+        raise E2DiffSRError(f"{label} {path} is a GDAL virtual path; write to a file on disk (e.g. out.tif)")
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise E2DiffSRError(f"{label} {path} is a folder; give a file name such as {path.rstrip('/' + os.sep)}/out.tif")
+    if not path.lower().endswith(GEOTIFF_SUFFIXES):
+        raise E2DiffSRError(
+            f"{label} {path} does not end in .tif or .tiff; this tool writes GeoTIFF, so name it e.g. "
+            f"{os.path.splitext(path)[0]}.tif (gdal_translate converts it to other formats afterwards)")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise E2DiffSRError(f"{label} folder does not exist: {folder}; create it first")
+    name = os.path.basename(path)
+    limit = _name_limit(folder)
+    if len(os.fsencode(name)) > limit:
+        raise E2DiffSRError(f"{label} file name is {len(os.fsencode(name))} bytes long but this file system allows "
+                            f"at most {limit}; choose a shorter name")
+    for src in inputs:
+        if _same_file(path, src):
+            what = "the input raster" if _same_file(src, inputs[0]) else f"a file the input reads ({src})"
+            raise E2DiffSRError(f"{label} {path} is {what}; choose a different {label} file")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise E2DiffSRError(f"{label} {path} exists; choose another name or allow overwriting ({flag})")
+        _check_replaceable(path, label)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise E2DiffSRError(f"{label} folder is not writable: {folder}; choose another folder")
+
+
+def _check_replaceable(path: str, label: str) -> None:
+    if os.path.islink(path) and not os.path.exists(path):
+        return  # a dangling link: replacing it loses nothing
+    if not os.path.isfile(path):
+        raise E2DiffSRError(f"{label} {path} exists and is not a regular file; it is never replaced, "
+                            "choose another name")
+    if not _is_geotiff(path):
+        raise E2DiffSRError(f"{label} {path} exists and is not a GeoTIFF; only a GeoTIFF is ever replaced, "
+                            "choose another name or remove that file yourself")
+
+
+def publish(temp: str, target: str, overwrite: bool, label: str = "output") -> None:
+    """Move the finished ``temp`` to ``target``; never replaces a file that appeared during the run unless
+    ``overwrite`` (and then only a GeoTIFF)."""
+    if overwrite:
+        if os.path.lexists(target):
+            _check_replaceable(target, label)
+        os.replace(temp, target)
+        return
+    try:
+        os.link(temp, target)  # atomic and refuses an existing target
+    except FileExistsError:
+        raise E2DiffSRError(
+            f"{label} {target} was created by something else while this run was working; it was left as it "
+            "is and nothing was written; choose another name or allow overwriting") from None
+    except OSError as exc:  # a file system without hard links: check, then move (a short race remains)
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(target):
+            raise E2DiffSRError(
+                f"{label} {target} was created by something else while this run was working; it was left as "
+                "it is and nothing was written; choose another name or allow overwriting") from None
+        os.replace(temp, target)
+        return
+    os.remove(temp)
+
+
+# -- the run folder ----------------------------------------------------------------------------------------
+def _lock(fd: int, blocking: bool) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def remove_stale(folder: str) -> list[str]:
+    """Remove what runs that died left in ``folder``: run folders whose lock is free, and unlocked leftovers
+    older than :data:`STALE_AGE_S`. Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.startswith(RUN_PREFIX) and os.path.isdir(path) and not os.path.islink(path):
+            lock = os.path.join(path, LOCK_NAME)
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except OSError:
+                dead = _age(path) > STALE_AGE_S
+            else:
+                try:  # a live run holds the lock; the kernel released the lock of one that died
+                    dead = _lock(fd, blocking=False) if fcntl is not None else _age(lock) > STALE_AGE_S
+                finally:
+                    os.close(fd)
+            if dead:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+        elif name.startswith(".") and any(p in name for p in _LEGACY_PATTERNS) and _age(path) > STALE_AGE_S:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except OSError:
+                    continue
+            removed.append(name)
+    return removed
+
+
+class RunFolder:
+    """A hidden, locked folder beside the output for everything this run writes before it is finished."""
+
+    def __init__(self, folder: str):
+        remove_stale(folder)
+        self.path = None
+        self._fd = None
+        for _ in range(100):
+            path = os.path.join(folder, RUN_PREFIX + secrets.token_hex(4))
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise E2DiffSRError(f"cannot create a file in {folder} ({exc.strerror}); "
+                                    "choose a folder you can write to") from None
+            self.path = path
+            break
+        else:
+            raise E2DiffSRError(f"no free temporary folder name in {folder}; remove its .e2diffsr-run-* folders")
+        try:
+            self._fd = os.open(os.path.join(self.path, LOCK_NAME), os.O_CREAT | os.O_RDWR, 0o644)
+            _lock(self._fd, blocking=True)
+        except OSError as exc:
+            self.close()
+            raise E2DiffSRError(f"cannot create a file in {folder} ({exc.strerror}); "
+                                "choose a folder you can write to") from None
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def close(self) -> None:
+        """Remove the folder and all it holds (safe to call twice)."""
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):  # pragma: no cover - an abandoned run folder is removed
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,82 @@
+"""Where output pixels lie: output size, geotransform, GCPs and RPCs of the same area at more pixels, and the
+input pixel each output pixel comes from (for masks and for values carried past the model)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from osgeo import gdal
+
+from e2diffsr_core.errors import E2DiffSRError
+
+#: The largest side GDAL can create (its sizes are C ints).
+MAX_SIDE = 2**31 - 1
+
+
+def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Output size for ``scale``: ``(int(width * scale), int(height * scale))``, truncated as the model does."""
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+        raise E2DiffSRError(f"scale must be a positive number, got {scale!r}; pass e.g. --scale 2")
+    out_w, out_h = int(width * scale), int(height * scale)
+    if out_w < 1 or out_h < 1:
+        raise E2DiffSRError(f"scale {scale:g} turns a {width}x{height} raster into an empty output; use a larger scale")
+    if max(out_w, out_h) > MAX_SIDE:
+        raise E2DiffSRError(f"the output would be {out_w} x {out_h} px, more than GDAL can create "
+                            f"({MAX_SIDE} px a side); use a smaller scale or split the input")
+    return out_w, out_h
+
+
+def scaled_geotransform(gt, width: int, height: int, out_w: int, out_h: int) -> tuple:
+    """Geotransform of the same area at ``out_w`` x ``out_h`` pixels.
+
+    The origin stays; the column terms (``gt[1]``, ``gt[4]``) scale by ``width / out_w`` and the row terms
+    (``gt[2]``, ``gt[5]``) by ``height / out_h``, so rotated/sheared rasters keep their footprint.
+    """
+    fx = width / out_w
+    fy = height / out_h
+    return (gt[0], gt[1] * fx, gt[2] * fy, gt[3], gt[4] * fx, gt[5] * fy)
+
+
+def scaled_gcps(gcps, fx: float, fy: float) -> list:
+    """GCPs of the output: GDAL's GCP pixel/line are corner-based, so they scale directly."""
+    return [gdal.GCP(g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel * fx, g.GCPLine * fy, g.Info, g.Id) for g in gcps]
+
+
+def scaled_rpc(rpc: dict[str, str], fx: float, fy: float) -> dict[str, str]:
+    """RPC metadata of the output. RPC line/sample count from the first pixel's centre, so an input position
+    l maps to (l + 0.5) * f - 0.5: the offsets shift and the scales grow by the factor."""
+    out = dict(rpc)
+    for off, scale, f in (("LINE_OFF", "LINE_SCALE", fy), ("SAMP_OFF", "SAMP_SCALE", fx)):
+        if off in rpc and scale in rpc:
+            out[off] = repr((float(rpc[off]) + 0.5) * f - 0.5)
+            out[scale] = repr(float(rpc[scale]) * f)
+    return out
+
+
+def source_index(start: int, length: int, lr_n: int, out_n: int) -> np.ndarray:
+    """Input pixel whose area holds each output pixel's centre, for output pixels [start, start + length)."""
+    g = np.arange(start, start + length, dtype=np.float64)
+    return np.clip(np.floor((g + 0.5) * lr_n / out_n).astype(np.int64), 0, lr_n - 1)
+
+
+def source_position(start: int, length: int, lr_n: int, out_n: int) -> np.ndarray:
+    """Continuous input position (pixel-centre units) of each output pixel's centre."""
+    g = np.arange(start, start + length, dtype=np.float64)
+    return (g + 0.5) * lr_n / out_n - 0.5
+
+
+def bilinear(lr: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Sample ``lr`` [C, h, w] at positions ``y`` (rows) x ``x`` (columns) relative to its first pixel,
+    edges clamped. Returns [C, len(y), len(x)]."""
+    def taps(p, n):
+        p = np.clip(p, 0, n - 1)
+        i0 = np.clip(np.floor(p).astype(np.int64), 0, max(n - 2, 0))
+        i1 = np.minimum(i0 + 1, n - 1)
+        return i0, i1, (p - i0)
+
+    y0, y1, wy = taps(y, lr.shape[1])
+    x0, x1, wx = taps(x, lr.shape[2])
+    top = lr[:, y0][:, :, x0] * (1 - wx) + lr[:, y0][:, :, x1] * wx
+    bottom = lr[:, y1][:, :, x0] * (1 - wx) + lr[:, y1][:, :, x1] * wx
+    return top * (1 - wy)[None, :, None] + bottom * wy[None, :, None]

@@ -1,0 +1,323 @@
+"""The one safe writer: a tiled, compressed GeoTIFF (or COG) built in the run folder, moved into place whole.
+
+Before any pixel is computed the target is checked (:func:`.files.check_output`) and the creation options
+are tried out on a small in-memory file (:func:`.options.probe`). Every GDAL failure while writing, flushing
+or closing fails the run; :meth:`RasterWriter.abort` removes everything; :meth:`RasterWriter.commit` moves
+the finished file into place without replacing a file that appeared meanwhile.
+
+What the output carries over from the input: CRS, geotransform (or GCPs, or RPCs) for the same area, dataset
+and band metadata, band descriptions, colour interpretation, units, scale/offset, nodata; a per-dataset
+mask when the input had a GDAL mask; the alpha band (resampled by nearest neighbour, never super-resolved).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+from osgeo import gdal
+
+from e2diffsr_core.errors import E2DiffSRError
+
+from .files import RunFolder, check_output, publish
+from .gdal_errors import close_dataset, collect_failures, one_line
+from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
+from .options import as_list, cog_options, gtiff_options, parse_creation_options, probe
+from .reader import RasterReader
+from .values import SUPPORTED_TYPES, to_output
+
+_SKIP_BAND_METADATA = re.compile(r"^STATISTICS_")
+_RGB = [gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand]
+
+
+def _write_band_array(band, array: np.ndarray, x: int, y: int) -> None:
+    """The one place the writer puts pixels into a file (tests replace it to simulate a full disk)."""
+    band.WriteArray(array, x, y)
+
+
+class RasterWriter:
+    """Tiled, compressed GeoTIFF (or COG) output written in a run folder and moved into place on commit.
+
+    ``dtype`` and ``band_count`` default to the reader's; ``nodata`` defaults (``...``) to the reader's
+    per-band nodata; pass None for no nodata, a number for all bands, or a list per band. ``spread`` marks an
+    output of spreads in the data's units (the uncertainty raster): it keeps the bands' scale but no offset,
+    and carries no alpha band. ``label`` and ``flag`` name the output and its overwrite switch in messages.
+    """
+
+    def __init__(self, path: str, reader: RasterReader, out_w: int, out_h: int, *, creation_options=(),
+                 cog: bool = False, overwrite: bool = False, dtype: int | None = None, band_count: int | None = None,
+                 nodata=..., spread: bool = False, label: str = "output", flag: str = "--overwrite"):
+        self.path, self.reader, self.label = os.fspath(path), reader, label
+        self.out_w, self.out_h = int(out_w), int(out_h)
+        self.cog, self.overwrite, self.spread = bool(cog), bool(overwrite), bool(spread)
+        self.temp_path: str | None = None
+        self._ds = None
+        self._run: RunFolder | None = None
+        self._done = False
+        if self.out_w < 1 or self.out_h < 1:
+            raise E2DiffSRError(f"output size must be at least 1x1, got {self.out_w}x{self.out_h}")
+        self.dtype = int(reader.dtype if dtype is None else dtype)
+        if self.dtype not in SUPPORTED_TYPES:
+            raise E2DiffSRError(f"unsupported output data type {gdal.GetDataTypeName(self.dtype)}")
+        self.band_count = int(len(reader.bands) if band_count is None else band_count)
+        if self.band_count < 1:
+            raise E2DiffSRError("output needs at least one band")
+        self.nodata = self._nodata(nodata)
+        self.alpha = reader.alpha is not None and not spread
+        self.mask = reader.dataset_mask
+
+        check_output(self.path, reader.files, overwrite, label, flag)
+        user = parse_creation_options(creation_options, "COG" if self.cog else "GTiff")
+        rgb = self.band_count >= 3 and self._colours()[:3] == _RGB and not self.alpha
+        self._gtiff = gtiff_options(self.dtype, {} if self.cog else user, rgb)
+        self._cog = cog_options(user) if self.cog else None
+        probe(self.dtype, self.band_count + self.alpha, self._gtiff, self._cog, self.mask, label, self.path)
+        self._create()
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _nodata(self, nodata) -> list[float | None]:
+        if nodata is ...:
+            return [self.reader.nodata[i] if i < len(self.reader.nodata) else None for i in range(self.band_count)]
+        if nodata is None or isinstance(nodata, int | float):
+            return [None if nodata is None else float(nodata)] * self.band_count
+        nd = [None if v is None else float(v) for v in nodata]
+        if len(nd) != self.band_count:
+            raise ValueError(f"{len(nd)} nodata values for {self.band_count} bands")
+        return nd
+
+    def _colours(self) -> list[int]:
+        r = self.reader
+        return [r.band_info(i)["colour"] if i < len(r.bands) else gdal.GCI_Undefined for i in range(self.band_count)]
+
+    def _create(self) -> None:
+        self._run = RunFolder(os.path.dirname(os.path.abspath(self.path)))
+        self.temp_path = self._run.file("output.tif")
+        error = None
+        try:
+            with collect_failures():
+                self._ds = gdal.GetDriverByName("GTiff").Create(
+                    self.temp_path, self.out_w, self.out_h, self.band_count + self.alpha, self.dtype,
+                    options=as_list(self._gtiff))
+                self._copy_georeferencing()
+                self._copy_bands()
+                if self.mask:
+                    self._ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        except RuntimeError as exc:
+            error = one_line(exc)
+        except BaseException:
+            self.abort()
+            raise
+        if error is not None:  # outside the except block, so the traceback no longer holds the dataset
+            self.abort()
+            raise E2DiffSRError(f"could not create {self.label} {self.path}: {error}; check free disk space "
+                                f"and write permission in {os.path.dirname(os.path.abspath(self.path))}")
+
+    def _copy_georeferencing(self) -> None:
+        r, src, dst = self.reader, self.reader._ds, self._ds
+        fx, fy = self.out_w / r.width, self.out_h / r.height
+        if r.projection:
+            dst.SetProjection(r.projection)
+        if r.has_geotransform:
+            dst.SetGeoTransform(scaled_geotransform(r.geotransform, r.width, r.height, self.out_w, self.out_h))
+        elif src.GetGCPCount():
+            dst.SetGCPs(scaled_gcps(src.GetGCPs(), fx, fy), src.GetGCPProjection())
+        rpc = src.GetMetadata("RPC")
+        if rpc:
+            dst.SetMetadata(scaled_rpc(rpc, fx, fy), "RPC")
+        md = src.GetMetadata() or {}
+        if md:
+            dst.SetMetadata(md)
+
+    def _copy_bands(self) -> None:
+        r, colours = self.reader, self._colours()
+        for i in range(self.band_count):
+            band = self._ds.GetRasterBand(i + 1)
+            if i < len(r.bands):
+                info = r.band_info(i)
+                if info["description"]:
+                    band.SetDescription(info["description"])
+                bmd = {k: v for k, v in info["metadata"].items() if not _SKIP_BAND_METADATA.match(k)}
+                if bmd:
+                    band.SetMetadata(bmd)
+                if info["unit"]:
+                    band.SetUnitType(info["unit"])
+                if info["scale"] not in (None, 1.0):
+                    band.SetScale(info["scale"])
+                if info["offset"] not in (None, 0.0) and not self.spread:
+                    band.SetOffset(info["offset"])
+                if colours[i] not in (gdal.GCI_Undefined, gdal.GCI_PaletteIndex):
+                    band.SetColorInterpretation(colours[i])
+            if self.nodata[i] is not None:
+                band.SetNoDataValue(self.nodata[i])
+        if self.alpha:
+            self._ds.GetRasterBand(self.band_count + 1).SetColorInterpretation(gdal.GCI_AlphaBand)
+
+    # -- writing -----------------------------------------------------------------------------------
+    def _crop(self, x: int, y: int, data: np.ndarray, valid):
+        """Clip a block to the output extent; returns (x, y, data, valid) or None when nothing is inside."""
+        _, h, w = data.shape
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, self.out_w), min(y + h, self.out_h)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        sl = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+        return x0, y0, data[(slice(None),) + sl], None if valid is None else np.asarray(valid, dtype=bool)[sl]
+
+    def _check_open(self, data: np.ndarray) -> None:
+        if self._ds is None:
+            raise RuntimeError("RasterWriter is closed (committed or aborted)")
+        if data.ndim != 3 or data.shape[0] != self.band_count:
+            raise ValueError(f"expected data [{self.band_count}, h, w], got shape {data.shape}")
+
+    def write(self, x: int, y: int, data: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Write a ``[bands, h, w]`` block of model values in [0, 1] at output pixel (x, y).
+
+        Values are mapped back to the input's units with the reader's ranges (what the input held outside
+        those ranges is added back), rounded and clipped for integer types. Each band's invalid pixels (from
+        the input, and where ``valid`` is False) get its nodata value. Parts outside the output are ignored.
+        """
+        data = np.asarray(data)
+        self._check_open(data)
+        if self.band_count != len(self.reader.ranges):
+            raise ValueError("write() maps with the reader's ranges; use write_raw() for other band counts")
+        ranges = self.reader.ranges
+        self._write_bands(x, y, data, valid, lambda i, v: v * ranges[i].span + ranges[i].lo, True)
+
+    def write_raw(self, x: int, y: int, data: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Write a ``[bands, h, w]`` block whose values are already in output units (e.g. uncertainty)."""
+        data = np.asarray(data)
+        self._check_open(data)
+        self._write_bands(x, y, data, valid, lambda i, v: v, False)
+
+    def _write_bands(self, x, y, data, valid, to_units, model_units: bool) -> None:
+        """Crop to the output, add the input's masks, convert to output units and type, write; a GDAL failure
+        (reported by exception or only through GDAL's error handler) aborts the run."""
+        cropped = self._crop(int(x), int(y), data, valid)
+        if cropped is None:
+            return
+        x, y, data, valid = cropped
+        h, w = data.shape[1:]
+        src = self.reader.output_window(x, y, w, h, self.out_w, self.out_h)
+        per_band, beyond = src.valid, src.beyond
+        if valid is not None:
+            per_band = per_band & valid[None]
+        try:
+            with collect_failures():
+                for i in range(self.band_count):
+                    v = data[i].astype(np.float64) + (beyond[i] if model_units and i < len(beyond) else 0.0)
+                    ok = per_band[min(i, len(per_band) - 1)]
+                    _write_band_array(self._ds.GetRasterBand(i + 1),
+                                      to_output(to_units(i, v), self.dtype, self.nodata[i], ok, model_units), x, y)
+                if self.alpha:
+                    _write_band_array(self._ds.GetRasterBand(self.band_count + 1), src.alpha, x, y)
+                if self.mask:
+                    _write_band_array(self._ds.GetRasterBand(1).GetMaskBand(), src.mask.astype(np.uint8) * 255, x, y)
+        except RuntimeError as exc:
+            message = one_line(exc)
+        else:
+            return
+        raise self._fail(message)
+
+    def _fail(self, message: str) -> E2DiffSRError:
+        # Called after the ``except`` block has ended, so the GDAL traceback (which keeps the dataset alive
+        # through its band objects) is gone and abort() really closes and deletes the file.
+        folder = os.path.dirname(os.path.abspath(self.path))
+        try:  # measured before the partial file is deleted, which frees its space again
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = None
+        self.abort()
+        if free is not None and free < 64 * 2**20:
+            return E2DiffSRError(
+                f"could not write {self.label} {self.path}: the disk is full ({free / 2**20:.1f} MiB free in "
+                f"{folder}; GDAL: {message}); free some space or choose another output folder")
+        return E2DiffSRError(f"could not write {self.label} {self.path} (GDAL: {message}); nothing was written")
+
+    # -- finishing ---------------------------------------------------------------------------------
+    def _finish(self) -> str:
+        """Flush and close the temporary file (and make the COG); the finished file's path. RuntimeError with
+        GDAL's message when anything fails."""
+        with collect_failures():
+            self._ds.FlushCache()
+        holder = [self._ds]
+        self._ds = None
+        errors = close_dataset(holder)
+        if errors:
+            raise RuntimeError(errors[0])
+        if not self.cog:
+            return self.temp_path
+        cog_path = self._run.file("output.cog.tif")
+        holder = []
+        with collect_failures():
+            holder.append(gdal.Translate(cog_path, self.temp_path, format="COG", creationOptions=as_list(self._cog)))
+        errors = close_dataset(holder)
+        if errors:
+            raise RuntimeError(errors[0])
+        return cog_path
+
+    def commit(self) -> None:
+        """Finish the file and move it into place (the target appears only now)."""
+        if self._done:
+            raise RuntimeError("RasterWriter is already committed or aborted")
+        if self._ds is None:
+            raise RuntimeError("RasterWriter is closed (committed or aborted)")
+        try:
+            final = self._finish()
+        except RuntimeError as exc:
+            message = one_line(exc)
+        else:
+            message = None
+        if message is not None:
+            raise self._fail(message)
+        try:
+            publish(final, self.path, self.overwrite, self.label)
+            self._move_aux(final)
+        except OSError as exc:
+            self.abort()
+            raise E2DiffSRError(f"could not move the finished {self.label} into place at {self.path} "
+                                f"({exc.strerror}); close it in other programs and try again") from None
+        except BaseException:
+            self.abort()
+            raise
+        self.abort()  # removes the run folder and what is left in it
+        self._done = True
+
+    def _move_aux(self, final: str) -> None:
+        stale_aux = self.path + ".aux.xml"
+        if os.path.exists(final + ".aux.xml"):
+            os.replace(final + ".aux.xml", stale_aux)
+        elif os.path.exists(stale_aux) and self.overwrite:
+            os.remove(stale_aux)  # it described the file being replaced
+
+    def abort(self) -> None:
+        """Close and delete every temporary file; the target is left untouched. Safe to call twice."""
+        if self._ds is not None:
+            holder = [self._ds]
+            self._ds = None
+            close_dataset(holder)  # a file being thrown away may fail to flush; that is not news
+        if self._run is not None:
+            self._run.close()
+            self._run = None
+        self.temp_path = None
+        self._done = True
+
+    @property
+    def run_folder(self) -> str | None:
+        """The run's own hidden folder beside the output (other temporary files of the run belong there)."""
+        return None if self._run is None else self._run.path
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def __del__(self):  # pragma: no cover - an abandoned writer leaves no partial file
+        try:
+            if not self._done:
+                self.abort()
+        except Exception:  # noqa: BLE001
+            pass
