@@ -266,7 +266,7 @@ def test_ctrl_c_leaves_no_output(tmp_path, tiny_model_file):
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     # wait until tiles are being computed, then interrupt
     deadline = time.time() + 60
-    while time.time() < deadline and not any(p.name.startswith(".out.tif") for p in tmp_path.iterdir()):
+    while time.time() < deadline and not any(p.name.startswith(".e2diffsr-run-") for p in tmp_path.iterdir()):
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)

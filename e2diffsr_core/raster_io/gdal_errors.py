@@ -61,3 +61,14 @@ def close_dataset(holder: list) -> list[str]:
         if use_exceptions:
             gdal.UseExceptions()
     return errors
+
+
+@contextlib.contextmanager
+def internal_masks():
+    """Masks created inside the GeoTIFF itself (not as a side ``.msk`` file that moving the file would lose)."""
+    old = gdal.GetConfigOption("GDAL_TIFF_INTERNAL_MASK")
+    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+    try:
+        yield
+    finally:
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", old)

@@ -13,7 +13,7 @@ from osgeo import gdal
 
 from e2diffsr_core.errors import E2DiffSRError
 
-from .gdal_errors import close_dataset, collect_failures
+from .gdal_errors import collect_failures, internal_masks
 from .values import is_float_type, numpy_type, type_limits
 
 BLOCK = 512
@@ -119,36 +119,43 @@ def _probe_values(dtype: int, shape) -> np.ndarray:
 
 def probe(dtype: int, bands: int, gtiff: dict[str, str], cog: dict[str, str] | None, mask: bool,
           label: str, path: str) -> None:
-    """Write a small file with exactly these options in memory; a GDAL failure becomes a clear error now."""
+    """Write a small file with these options in memory; a GDAL failure becomes a clear error now.
+
+    This is what catches a codec that cannot encode the data: with several compression threads (our default)
+    GDAL reports such a failure from a worker thread, where no error handler of ours can see it.
+    """
     mem = f"/vsimem/e2diffsr-probe-{secrets.token_hex(4)}.tif"
     cog_mem = mem.replace(".tif", ".cog.tif")
     size = min(2 * BLOCK, 96)
+    # one thread: GDAL reports a codec's failure from its worker threads past any error handler
+    single = as_list({k: v for k, v in gtiff.items() if k != "NUM_THREADS"})
     errors: list[str] = []
-    holder: list = []
+    use_exceptions = gdal.GetUseExceptions()
+    gdal.DontUseExceptions()  # failures come through the handler; no traceback keeps a dataset alive
     try:
-        with collect_failures(errors):
-            holder.append(gdal.GetDriverByName("GTiff").Create(mem, size, size, bands, dtype, options=as_list(gtiff)))
-            ds = holder[0]
-            if mask:
-                ds.CreateMaskBand(gdal.GMF_PER_DATASET)
-            values = _probe_values(dtype, (size, size))
-            for i in range(bands):
-                ds.GetRasterBand(i + 1).WriteArray(values)
-            ds.FlushCache()
-            del ds
-        errors += close_dataset(holder)
-        if not errors and cog is not None:
-            with collect_failures(errors):
+        with collect_failures(errors, quiet=True):
+            ds = gdal.GetDriverByName("GTiff").Create(mem, size, size, bands, dtype, options=single)
+            if ds is not None:
+                if mask:
+                    with internal_masks():
+                        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+                values = _probe_values(dtype, (size, size))
+                for i in range(bands):
+                    ds.GetRasterBand(i + 1).WriteArray(values)
+                ds.FlushCache()
+            ds = None
+            if not errors and cog is not None:
                 out = gdal.Translate(cog_mem, mem, format="COG", creationOptions=as_list(cog))
-                holder.append(out)
-                del out
-            errors += close_dataset(holder)
-    except RuntimeError:
-        pass
+                if out is None and not errors:
+                    errors.append(gdal.GetLastErrorMsg() or "GDAL gave no reason")
+                out = None
     finally:
-        close_dataset(holder)
+        gdal.ErrorReset()
+        if use_exceptions:
+            gdal.UseExceptions()
         for m in (mem, cog_mem):
-            gdal.Unlink(m) if gdal.VSIStatL(m) is not None else None
+            if gdal.VSIStatL(m) is not None:
+                gdal.Unlink(m)
     if errors:
         fmt = "COG" if cog is not None else "GeoTIFF"
         chosen = ", ".join(f"{k}={v}" for k, v in (cog if cog is not None else gtiff).items()

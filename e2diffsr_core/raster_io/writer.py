@@ -22,7 +22,7 @@ from osgeo import gdal
 from e2diffsr_core.errors import E2DiffSRError
 
 from .files import RunFolder, check_output, publish
-from .gdal_errors import close_dataset, collect_failures, one_line
+from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
 from .options import as_list, cog_options, gtiff_options, parse_creation_options, probe
 from .reader import RasterReader
@@ -103,7 +103,8 @@ class RasterWriter:
                 self._copy_georeferencing()
                 self._copy_bands()
                 if self.mask:
-                    self._ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+                    with internal_masks():
+                        self._ds.CreateMaskBand(gdal.GMF_PER_DATASET)
         except RuntimeError as exc:
             error = one_line(exc)
         except BaseException:
