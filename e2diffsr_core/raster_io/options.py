@@ -156,6 +156,7 @@ def probe(dtype: int, bands: int, gtiff: dict[str, str], cog: dict[str, str] | N
         for m in (mem, cog_mem):
             if gdal.VSIStatL(m) is not None:
                 gdal.Unlink(m)
+    errors = [e.replace(f"{mem}: ", "").replace(f"{cog_mem}: ", "").replace(mem, "the file") for e in errors]
     if errors:
         fmt = "COG" if cog is not None else "GeoTIFF"
         chosen = ", ".join(f"{k}={v}" for k, v in (cog if cog is not None else gtiff).items()
