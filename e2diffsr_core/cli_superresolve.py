@@ -26,6 +26,16 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _resolution(text: str) -> tuple[float, float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a resolution is RES or X,Y like 0.04 or 0.04,0.05, got {text!r}") from None
+    if len(values) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"a resolution is RES or X,Y like 0.04 or 0.04,0.05, got {text!r}")
+    return (values[0], values[-1])
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("superresolve", help="super-resolve a raster (GeoTIFF or anything GDAL reads)",
                        description="Super-resolve a raster by a continuous scale factor; the output keeps the "
@@ -33,7 +43,11 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="input raster")
     p.add_argument("output", help="output GeoTIFF, .tif or .tiff (built in a hidden folder beside it, moved into "
                                   "place when complete)")
-    p.add_argument("--scale", type=float, required=True, help="scale factor > 1, e.g. 2, 2.6, 3.4, 4 (max 16)")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--scale", type=float, help="scale factor > 1, e.g. 2, 2.6, 3.4, 4 (max 16)")
+    size.add_argument("--resolution", type=_resolution, metavar="RES|X,Y",
+                      help="target pixel size in the CRS's units instead of a scale, e.g. 0.04 or 0.04,0.05: the "
+                           "same area in whole pixels of that size (north-up rasters; 1x to 16x finer)")
     p.add_argument("--model", help="model file (default: the bundled lite model, e2diffsr_core/weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
@@ -87,7 +101,8 @@ def run(args) -> int:
 
     try:
         info = superresolve_raster(
-            args.input, args.output, args.scale, model=args.model, device=args.device, seed=args.seed,
+            args.input, args.output, args.scale, resolution=args.resolution, model=args.model, device=args.device,
+            seed=args.seed,
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
             precision=args.precision,

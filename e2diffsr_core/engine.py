@@ -319,9 +319,11 @@ class TiledSR:
     def run(self, read: Reader, write: Writer, lr_size: tuple[int, int], scale: float, seed: int = 0,
             samples: int = 1, groups: list[list[int]] | None = None, combine=None, channels: int = 3,
             progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
-            log: Callable[[str], None] | None = None) -> EngineResult:
+            log: Callable[[str], None] | None = None, out_size: tuple[int, int] | None = None) -> EngineResult:
+        """``out_size`` (height, width) overrides int(h * scale) x int(w * scale), e.g. for a target pixel size
+        whose two axes scale differently; ``scale`` then only sizes the tiles."""
         h, w = lr_size
-        out_size = (int(h * scale), int(w * scale))
+        out_size = tuple(out_size) if out_size is not None else (int(h * scale), int(w * scale))
         if min(out_size) < 16:
             raise E2DiffSRError(f"the output ({out_size[1]} x {out_size[0]} px) would be under 16 px a side; "
                                 "use a larger input or scale")

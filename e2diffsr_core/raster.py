@@ -18,6 +18,7 @@ from .api import NO_MODEL, check_scale, default_model_path, open_model, resolve_
 from .engine import TiledSR
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, output_size
+from .raster_io.georef import resolution_size
 
 
 def _describe_model(model_arg, model) -> str:
@@ -53,14 +54,16 @@ def _check_temporary_space(output: str, out_w: int, out_h: int, maps: int) -> No
 
 
 def superresolve_raster(
-    input: str, output: str, scale: float, *, model: str | None = None, device: str = "auto", seed: int = 0,
+    input: str, output: str, scale: float | None = None, *, resolution: tuple[float, float] | None = None,
+    model: str | None = None, device: str = "auto", seed: int = 0,
     bands: list[int] | None = None, tile: int = 0, samples: int = 1, uncertainty: str | None = None,
     creation_options: list[str] | tuple = (), cog: bool = False, overwrite: bool = False,
     ranges: list[tuple[float, float]] | None = None, precision: str = "auto",
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area).
+    """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
+    or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size).
 
     Raises E2DiffSRError with a one-line message for every problem a user can fix, and Cancelled when
     ``cancel()`` returns True; in every failure no output (and no temporary file) is left behind.
@@ -78,13 +81,28 @@ def superresolve_raster(
         raise E2DiffSRError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
     if tile and (tile < 64 or tile > 8192):
         raise E2DiffSRError(f"tile size must be 0 (automatic) or between 64 and 8192 output pixels, got {tile}")
-    scale = check_scale(scale, 16.0)
+    if (scale is None) == (resolution is None):
+        raise E2DiffSRError("give either a scale (--scale) or a target pixel size (--resolution), exactly one")
+    if scale is not None:
+        scale = check_scale(scale, 16.0)
     if model is None and default_model_path() is None:
         raise E2DiffSRError(NO_MODEL)
 
     writers: list[RasterWriter] = []
     with RasterReader(input, bands=bands, ranges=ranges) as reader:
-        out_w, out_h = output_size(reader.width, reader.height, scale)
+        if resolution is not None:
+            gt = reader.geotransform if reader.has_geotransform else None
+            out_w, out_h, note = resolution_size(reader.width, reader.height, gt, tuple(resolution))
+            if note:
+                log(f"note: {note}")
+            for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
+                if not 1.0 < ratio <= 16.0:  # the limits of --scale, per axis
+                    raise E2DiffSRError(
+                        f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
+                        f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
+            scale = out_h / reader.height  # the model's scale inputs are height ratios
+        else:
+            out_w, out_h = output_size(reader.width, reader.height, scale)
         if min(out_w, out_h) < 16:
             raise E2DiffSRError(f"the output would be {out_w} x {out_h} px; rasters must give at least 16 px a side")
         if reader.type_note:
@@ -100,7 +118,8 @@ def superresolve_raster(
                                             spread=True, label="uncertainty raster"))
             dev = resolve_device(device)
             net = open_model(model, dev)
-            scale = check_scale(scale, net.cfg.max_scale)
+            for ratio in {scale, out_w / reader.width}:
+                check_scale(ratio, net.cfg.max_scale)
             spans = np.array([r.span for r in reader.ranges], np.float32)[:, None, None]
 
             def read(x, y, w, h):
@@ -121,7 +140,7 @@ def superresolve_raster(
                 f"output {out_w} x {out_h} px, {len(reader.bands)} band(s)")
             result = engine.run(read, write, (reader.height, reader.width), scale, seed=seed, samples=samples,
                                 groups=reader.groups(), combine=reader.ungroup, channels=len(reader.bands),
-                                progress=progress, cancel=cancel, log=log)
+                                progress=progress, cancel=cancel, log=log, out_size=(out_h, out_w))
             for w in writers:
                 w.commit()
         except BaseException:

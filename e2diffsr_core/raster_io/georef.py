@@ -27,6 +27,32 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return out_w, out_h
 
 
+def resolution_size(width: int, height: int, gt, res: tuple[float, float]) -> tuple[int, int, str | None]:
+    """Output size for a target pixel size ``res`` (x, y) in CRS units: the input's extent in whole pixels
+    of that size. Returns (out_w, out_h, note); the note says when the extent is not a whole number of such
+    pixels and the nearest size that covers it exactly was taken."""
+    rx, ry = res
+    if not all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in (rx, ry)):
+        raise E2DiffSRError(f"--resolution must be positive numbers, got {rx!r},{ry!r}")
+    if gt is None:
+        raise E2DiffSRError("the input has no geotransform, so a target pixel size means nothing for it; "
+                            "use --scale instead")
+    if gt[2] or gt[4]:
+        raise E2DiffSRError("the input's pixel grid is rotated; a target pixel size needs a north-up raster, "
+                            "use --scale instead")
+    px, py = abs(gt[1]), abs(gt[5])
+    if rx >= px or ry >= py:
+        raise E2DiffSRError(f"--resolution {rx:g},{ry:g} is not finer than the input's pixels ({px:g},{py:g}); "
+                            "this tool only enlarges, down-sampling is GDAL's job (gdalwarp -tr)")
+    out_w, out_h = max(1, round(width * px / rx)), max(1, round(height * py / ry))
+    got = (width * px / out_w, height * py / out_h)
+    note = None
+    if abs(got[0] - rx) > 1e-9 * rx or abs(got[1] - ry) > 1e-9 * ry:
+        note = (f"the input's extent is not a whole number of {rx:g} x {ry:g} pixels; the output has "
+                f"{out_w} x {out_h} pixels of {got[0]:.9g} x {got[1]:.9g}, the nearest that cover it exactly")
+    return out_w, out_h, note
+
+
 def scaled_geotransform(gt, width: int, height: int, out_w: int, out_h: int) -> tuple:
     """Geotransform of the same area at ``out_w`` x ``out_h`` pixels.
 
