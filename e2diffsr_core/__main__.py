@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .errors import E2DiffSRError, Stopped
+from .errors import Cancelled, E2DiffSRError, Stopped
 
 
 def _cmd_info(args) -> int:
@@ -29,7 +29,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .checkpoint import convert_official
+    from .convert_official import convert_official
 
     meta = convert_official(args.second_stage, args.out, args.first_stage, use_ema=not args.raw_unet)
     print(f"wrote {args.out} ({meta['weights']} UNet weights, scale_factor {meta['scale_factor']:.6g})")
@@ -70,12 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--half", action="store_true", help="store floating-point weights as fp16 (loads as fp32)")
     exp.set_defaults(func=_cmd_export)
 
-    try:
-        from .cli_superresolve import add_parser as add_sr
-    except ImportError:  # the raster front end needs GDAL
-        add_sr = None
-    if add_sr is not None:
-        add_sr(sub)
+    from .cli_superresolve import add_parser as add_sr  # imports GDAL only when a raster command runs
+
+    add_sr(sub)
     return p
 
 
@@ -85,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 130 if type(e).__name__ == "Cancelled" else 2
+        return 130 if isinstance(e, Cancelled) else 2
     except Stopped as e:
         print(f"error: stopped by {e.name}; no output was written", file=sys.stderr)
         return 128 + e.signum

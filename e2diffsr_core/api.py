@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import warnings
 from pathlib import Path
 
 import torch
@@ -12,8 +10,10 @@ from .checkpoint import load_model
 from .errors import E2DiffSRError
 from .model import E2DiffSR, Geometry, preset
 from .model.geometry import min_side_padding
+from .rules import check_scale, output_size
 
-TRAINED_MAX_SCALE = 8.0
+__all__ = ["build_model", "check_scale", "default_model_path", "open_model", "output_size", "resolve_device",
+           "super_resolve"]
 BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "e2diffsr_lite.pt"
 NO_MODEL = "no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)"
 
@@ -29,13 +29,16 @@ def default_model_path() -> Path | None:
     return BUNDLED_MODEL if BUNDLED_MODEL.is_file() else None
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when available; 'cuda' or 'cuda:N' must exist."""
+def resolve_device(device: str | torch.device = "auto", local_rank: int | None = None) -> torch.device:
+    """'auto' picks CUDA when available (the ``local_rank``-th GPU under torchrun); 'cuda' or 'cuda:N' must exist.
+    The one device rule of inference, training and evaluation."""
     if isinstance(device, torch.device):
         return device
     name = (device or "auto").strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):
@@ -57,29 +60,6 @@ def open_model(model: str | Path | E2DiffSR | None, device: str | torch.device =
         if model is None:
             raise E2DiffSRError(NO_MODEL)
     return load_model(model, resolve_device(device))
-
-
-def check_scale(scale: float, max_scale: float) -> float:
-    """Validate a scale factor; scales past the trained range 1..8 are allowed with a warning."""
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        raise E2DiffSRError(f"scale must be a number, got {scale!r}") from None
-    if not math.isfinite(scale):
-        raise E2DiffSRError(f"scale must be a finite number, got {scale}")
-    if scale <= 1.0:
-        raise E2DiffSRError(f"scale must be greater than 1 (got {scale}); this is a super-resolution model")
-    if scale > max_scale:
-        raise E2DiffSRError(f"scale {scale} is above the maximum of {max_scale:g} this model accepts")
-    if scale > TRAINED_MAX_SCALE:
-        warnings.warn(f"scale {scale:g} is beyond the trained range 1..{TRAINED_MAX_SCALE:g}; expect softer results",
-                      stacklevel=3)
-    return scale
-
-
-def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
-    """int(h*s) x int(w*s), as the authors' LR-only path."""
-    return int(h * scale), int(w * scale)
 
 
 @torch.no_grad()

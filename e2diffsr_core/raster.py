@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-from .api import NO_MODEL, check_scale, default_model_path, open_model, resolve_device
+from .api import NO_MODEL, default_model_path, open_model, resolve_device
 from .engine import TiledSR
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, output_size
 from .raster_io.georef import resolution_size
+from .rules import MAX_SCALE, check_output_side, check_precision, check_samples, check_scale, check_tile
 
 
 def _describe_model(model_arg, model) -> str:
@@ -70,21 +71,15 @@ def superresolve_raster(
     """
     t0 = time.perf_counter()
     log = log or (lambda _msg: None)
-    samples = int(samples)
-    if samples < 1 or samples > 64:
-        raise E2DiffSRError(f"samples must be between 1 and 64, got {samples}")
-    if uncertainty and samples < 2:
-        raise E2DiffSRError("an uncertainty raster needs at least 2 samples; ask for 2 or more (e.g. --samples 4)")
+    samples = check_samples(samples, bool(uncertainty))
     if uncertainty and Path(uncertainty).resolve() == Path(output).resolve():
         raise E2DiffSRError("the uncertainty raster must be a different file from the output")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise E2DiffSRError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    if tile and (tile < 64 or tile > 8192):
-        raise E2DiffSRError(f"tile size must be 0 (automatic) or between 64 and 8192 output pixels, got {tile}")
+    check_precision(precision)
+    tile = check_tile(tile)
     if (scale is None) == (resolution is None):
         raise E2DiffSRError("give either a scale (--scale) or a target pixel size (--resolution), exactly one")
     if scale is not None:
-        scale = check_scale(scale, 16.0)
+        scale = check_scale(scale, MAX_SCALE)
     if model is None and default_model_path() is None:
         raise E2DiffSRError(NO_MODEL)
 
@@ -96,15 +91,14 @@ def superresolve_raster(
             if note:
                 log(f"note: {note}")
             for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
-                if not 1.0 < ratio <= 16.0:  # the limits of --scale, per axis
+                if not 1.0 < ratio <= MAX_SCALE:  # the limits of --scale, per axis
                     raise E2DiffSRError(
                         f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
                         f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
             scale = out_h / reader.height  # the model's scale inputs are height ratios
         else:
             out_w, out_h = output_size(reader.width, reader.height, scale)
-        if min(out_w, out_h) < 16:
-            raise E2DiffSRError(f"the output would be {out_w} x {out_h} px; rasters must give at least 16 px a side")
+        check_output_side(out_w, out_h)
         if reader.type_note:
             log(f"note: {reader.type_note}")
         _check_temporary_space(output, out_w, out_h, len(reader.groups()) * samples)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from e2diffsr_core.__main__ import main
-from e2diffsr_core.checkpoint import convert_official_state, load_model
+from e2diffsr_core.checkpoint import load_model
+from e2diffsr_core.convert_official import convert_official_state
 from e2diffsr_core.model import Geometry, preset
 
 # Measured agreement here (torch 2.14.1, 2 threads) vs. the fixture (torch 2.13.0+cpu): images <= 1.9e-6,

@@ -8,6 +8,7 @@ import math
 import numpy as np
 from osgeo import gdal
 
+from e2diffsr_core import rules
 from e2diffsr_core.errors import E2DiffSRError
 
 #: The largest side GDAL can create (its sizes are C ints).
@@ -18,7 +19,7 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """Output size for ``scale``: ``(int(width * scale), int(height * scale))``, truncated as the model does."""
     if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
         raise E2DiffSRError(f"scale must be a positive number, got {scale!r}; pass e.g. --scale 2")
-    out_w, out_h = int(width * scale), int(height * scale)
+    out_h, out_w = rules.output_size(height, width, scale)
     if out_w < 1 or out_h < 1:
         raise E2DiffSRError(f"scale {scale:g} turns a {width}x{height} raster into an empty output; use a larger scale")
     if max(out_w, out_h) > MAX_SIDE:

@@ -10,13 +10,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..checkpoint import atomic_save
 from ..errors import E2DiffSRError
 from ..model import E2DiffSR, ModelConfig
 from .config import TrainConfig
 from .data import PairDataset, ScaleBatchSampler, check_sizes, find_images, make_loader, select_split, validation_items
 from .logs import Meter, RunLog
 from .losses import NLayerDiscriminator
-from .runtime import Dist, atomic_save, rng_state, seed_everything, set_rng_state, step_seed
+from .runtime import Dist, rng_state, seed_everything, set_rng_state, step_seed
 from .stage1 import Stage1
 from .stage2 import Stage2, load_first_stage, stage1_file
 from .validate import validate

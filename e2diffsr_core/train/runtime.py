@@ -5,14 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-
-from ..errors import E2DiffSRError
 
 
 class Dist:
@@ -45,32 +41,19 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
-
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def pick_device(name: str, local_rank: int | None = None) -> torch.device:
-    name = (name or "auto").lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise E2DiffSRError(f"device {name!r} was asked for but PyTorch sees no CUDA GPU; use --device cpu")
-        if local_rank is not None:
-            torch.cuda.set_device(local_rank)
-            return torch.device("cuda", local_rank)
-        dev = torch.device(name)
-        if dev.index is not None:
-            torch.cuda.set_device(dev.index)
-        return dev
-    if name != "cpu":
-        raise E2DiffSRError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device("cpu")
+    """The device of this process (the inference rule, api.resolve_device), made current on CUDA."""
+    from ..api import resolve_device
+
+    dev = resolve_device(name, local_rank)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev.index)
+    return dev
 
 
 def autocast(device: torch.device, amp: str):
@@ -113,24 +96,3 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         with contextlib.suppress(Exception):
             torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def to_device_tree(obj, device):
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to_device_tree(v, device) for k, v in obj.items()}
-    return obj
