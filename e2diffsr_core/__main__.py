@@ -1,4 +1,4 @@
-"""Command line: python -m e2diffsr_core {info,convert-official,superresolve} ..."""
+"""Command line: python -m e2diffsr_core {info,convert-official,export,superresolve,superresolve-batch} ..."""
 
 from __future__ import annotations
 
@@ -71,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=_cmd_export)
 
     try:
+        from .batch import add_parser as add_batch
         from .cli_superresolve import add_parser as add_sr
     except ImportError:  # the raster front end needs GDAL
-        add_sr = None
+        add_sr = add_batch = None
     if add_sr is not None:
         add_sr(sub)
+        add_batch(sub)
     return p
 
 
