@@ -11,11 +11,13 @@ comes out the same whichever rank or however many ranks ran it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import inspect
 import os
 import signal
 import sys
+import threading
 import time
 
 from . import batch_plan as plan
@@ -58,6 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out-dir", required=True, help="folder for the outputs (created when missing)")
     for action in _superresolve_options():
         p._add_action(action)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (default: all cores, split between the ranks of a machine); "
+                        "results are identical for the same seed and the same number of threads")
     p.set_defaults(func=run)
 
 
@@ -162,16 +167,36 @@ def summarize(results: list[dict], ranks: int, seconds: float) -> int:
 
 
 def _terminate_as_interrupt(_signum, _frame):
-    # torchrun stops the other ranks with SIGTERM when one fails: leave no temporary files behind
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """torchrun stops the other ranks with SIGTERM when one fails: unwind as for Ctrl-C, so that the
+    raster being written leaves no temporary file behind."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args) -> int:
+    with _sigterm_as_interrupt():
+        return _run_ranks(args)
+
+
+def _run_ranks(args) -> int:
     from .distributed import Ranks
 
     t0 = time.perf_counter()
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    ranks = Ranks(args.device)
+    if args.threads < 0:
+        raise E2DiffSRError(f"--threads must be 0 (automatic) or more, got {args.threads}")
+    ranks = Ranks(args.device, args.threads)
+    interrupted = False
     try:
         options = raster_options(args)
         work = ranks.share("plan", _prepare(args, options) if ranks.is_main else None)
@@ -191,8 +216,9 @@ def run(args) -> int:
             return 0
         return summarize(sum(gathered, []), ranks.world, time.perf_counter() - t0)
     except KeyboardInterrupt:
+        interrupted = True
         print(f"interrupted{f' (rank {ranks.rank})' if ranks.world > 1 else ''}: complete outputs are kept; "
               "run the same command again to finish the rest", file=sys.stderr, flush=True)
         return 130
     finally:
-        ranks.close()
+        ranks.close(wait=not interrupted)  # an interrupted run may have lost a rank: nobody to wait for

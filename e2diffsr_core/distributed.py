@@ -44,7 +44,7 @@ def rank_device(device: str, local_rank: int) -> str:
 class Ranks:
     """This process's place among the ranks, and the shared job counter."""
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", threads: int = 0):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -53,6 +53,11 @@ class Ranks:
         self._next = 0
         self._store = None
         self._owns_group = False
+        if threads:
+            torch.set_num_threads(threads)
+        elif self.world > 1 and not self.device.startswith("cuda"):
+            # torchrun starts every worker with one thread; the ranks of a machine split its cores instead
+            torch.set_num_threads(max(1, _cpu_count() // max(1, self.local_world)))
         if self.world > 1:
             self._join()
 
@@ -63,9 +68,6 @@ class Ranks:
     def _join(self) -> None:
         if self.device.startswith("cuda"):
             torch.cuda.set_device(torch.device(self.device))
-        else:
-            # torchrun starts every worker with one thread; the ranks of a machine split its cores instead
-            torch.set_num_threads(max(1, _cpu_count() // max(1, self.local_world)))
         store, rank, world = next(dist.rendezvous("env://", timeout=_RENDEZVOUS_TIMEOUT))
         if not dist.is_initialized():
             backend = "nccl" if self.device.startswith("cuda") else "gloo"
@@ -106,12 +108,12 @@ class Ranks:
             time.sleep(_POLL_S)
         return json.loads(self._store.get(key))
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         """Leave together: torchrun stops the ranks still running when one exits with an error, so the
         rank that reports (rank 0) exits last."""
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
-        if self._store is None:
+        if self._store is None or not wait:
             return
         if not self.is_main:
             self._store.add("left", 1)

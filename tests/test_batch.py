@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from osgeo import gdal
 
 from e2diffsr_core.__main__ import main
@@ -67,17 +68,23 @@ def status_lines(text: str) -> dict[str, str]:
     return found
 
 
-def test_two_ranks_give_the_pixels_of_single_process_runs(tmp_path, capsys):
+def test_two_ranks_give_the_pixels_of_single_process_runs(tmp_path, capsys, tiny_model_file):
     inputs = make_inputs(tmp_path / "in")
+    options = ["--scale", "2", "--seed", "7", "--model", str(tiny_model_file)]
     reference = {}
-    for path in inputs:
-        out = tmp_path / "single" / path.name
-        out.parent.mkdir(exist_ok=True)
-        assert main(["superresolve", str(path), str(out), "--scale", "2", "--seed", "7", "--quiet"]) == 0
-        reference[path.name] = out
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float sums depend on the thread count: the same one as each rank's
+    try:
+        for path in inputs:
+            out = tmp_path / "single" / path.name
+            out.parent.mkdir(exist_ok=True)
+            assert main(["superresolve", str(path), str(out), *options, "--quiet"]) == 0
+            reference[path.name] = out
+    finally:
+        torch.set_num_threads(threads)
     capsys.readouterr()
 
-    proc = torchrun([*inputs, "--out-dir", "sr", "--scale", "2", "--seed", "7"], cwd=tmp_path)
+    proc = torchrun([*inputs, "--out-dir", "sr", *options, "--threads", "1"], cwd=tmp_path)
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log
     assert "summary: 4 rasters on 2 ranks" in log and "4 done, 0 skipped, 0 failed" in log, log
@@ -100,6 +107,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the rank processes through /proc")
 def test_a_killed_rank_then_the_same_command_finishes_without_redoing_work(tmp_path):
+    # the bundled model, slow enough that the kill lands while most rasters are still to do
     crops = [("big1", 0, 0, 64, 64), ("big2", 100, 100, 64, 64)] + CROPS
     inputs = make_inputs(tmp_path / "in", crops)
     args = ["in/*.tif", "--out-dir", "sr", "--scale", "2"]
@@ -129,7 +137,7 @@ def test_a_killed_rank_then_the_same_command_finishes_without_redoing_work(tmp_p
     assert not list((tmp_path / "sr").glob(".*partial*"))  # the killed rank's temporary file is gone
 
 
-def test_a_corrupt_file_is_reported_and_the_others_finish(tmp_path, capsys):
+def test_a_corrupt_file_is_reported_and_the_others_finish(tmp_path, capsys, tiny_model_file):
     inputs = make_inputs(tmp_path / "in", CROPS[:2])
     bad = tmp_path / "in" / "broken.tif"
     bad.write_bytes(b"II*\x00 this is not a GeoTIFF")
@@ -137,7 +145,8 @@ def test_a_corrupt_file_is_reported_and_the_others_finish(tmp_path, capsys):
     listing.write_text(f"# survey\n{inputs[0]}\n\n{bad}\n{inputs[1]}\n")
     out_dir = tmp_path / "sr"
 
-    rc, out, err = run_batch(["--inputs-from", listing, "--out-dir", out_dir, "--scale", "2"], capsys)
+    rc, out, err = run_batch(["--inputs-from", listing, "--out-dir", out_dir, "--scale", "2",
+                              "--model", tiny_model_file], capsys)
     assert rc != 0
     assert status_lines(out) == {"field.tif": "done", "road.tif": "done", "broken.tif": "FAILED"}, out
     assert "summary: 3 rasters" in out and "2 done, 0 skipped, 1 failed" in out
@@ -147,10 +156,10 @@ def test_a_corrupt_file_is_reported_and_the_others_finish(tmp_path, capsys):
     assert "Traceback" not in out + err
 
 
-def test_outputs_are_redone_only_when_their_input_or_options_change(tmp_path, capsys):
+def test_outputs_are_redone_only_when_their_input_or_options_change(tmp_path, capsys, tiny_model_file):
     (inp,) = make_inputs(tmp_path / "in", CROPS[:1])
     out = tmp_path / "sr" / "field.tif"
-    args = [inp, "--out-dir", tmp_path / "sr", "--scale", "2"]
+    args = [inp, "--out-dir", tmp_path / "sr", "--scale", "2", "--model", tiny_model_file]
     assert run_batch(args, capsys)[0] == 0
     first = out.stat().st_mtime_ns, pixels(out)
 
