@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import copy
 import inspect
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ import threading
 import time
 
 from . import batch_plan as plan
+from .api import check_scale
 from .errors import Cancelled, E2DiffSRError
 
 # set per file, not taken from the command line as they are
@@ -79,6 +81,8 @@ def raster_options(args) -> dict:
 def _prepare(args, options: dict) -> dict:
     """Rank 0's plan: the jobs, or the one error that stops the batch before any work."""
     try:
+        if getattr(args, "scale", None) is not None:  # one error now rather than the same for every raster
+            check_scale(args.scale, math.inf)  # the upper limit depends on the model: checked per raster
         model = plan.model_identity(args.model)
         items = list(args.inputs) + (plan.read_list(args.inputs_from) if args.inputs_from else [])
         jobs = plan.plan_jobs(plan.expand_inputs(items), args.out_dir)
@@ -157,9 +161,9 @@ class _Worker:
 
 def summarize(results: list[dict], ranks: int, seconds: float) -> int:
     counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")}
-    where = f" on {ranks} ranks" if ranks > 1 else ""
-    _line(f"summary: {len(results)} rasters{where} in {seconds:.1f} s: {counts['done']} done, "
-          f"{counts['skipped']} skipped, {counts['failed']} failed")
+    what = f"{len(results)} raster{'s' if len(results) != 1 else ''}" + (f" on {ranks} ranks" if ranks > 1 else "")
+    _line(f"summary: {what} in {seconds:.1f} s: {counts['done']} done, {counts['skipped']} skipped, "
+          f"{counts['failed']} failed")
     for r in sorted(results, key=lambda r: r["index"]):
         if r["status"] == "failed":
             _line(f"failed: {r['input']}: {r['reason']}")

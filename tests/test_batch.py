@@ -195,3 +195,7 @@ def test_inputs_that_would_share_an_output_stop_before_any_work(tmp_path, capsys
 
     rc, _, err = run_batch([a, "--out-dir", tmp_path / "a", "--scale", "2"], capsys)
     assert rc == 2 and "would replace it" in err
+
+    rc, out, err = run_batch([a, "--out-dir", tmp_path / "sr", "--scale", "1"], capsys)
+    assert rc == 2 and "scale must be greater than 1" in err and "summary" not in out
+    assert not (tmp_path / "sr").exists()
