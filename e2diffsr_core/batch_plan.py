@@ -104,6 +104,8 @@ def _identity(path: str) -> dict:
 
 def fingerprint(input_path: str, options: dict, model: dict) -> dict:
     """What the output depends on; a record with another fingerprint describes another result."""
+    # the model file is known by its identity, not by how the command line spelt its path
+    options = {k: v for k, v in options.items() if k != "model"}
     return {"input": {"name": Path(input_path).name, **_identity(input_path)},
             "options": json.loads(json.dumps(options)), "model": model}
 
