@@ -78,7 +78,7 @@ def raster_options(args) -> dict:
     return options
 
 
-def _prepare(args, options: dict) -> dict:
+def _prepare(args) -> dict:
     """Rank 0's plan: the jobs, or the one error that stops the batch before any work."""
     try:
         if getattr(args, "scale", None) is not None:  # one error now rather than the same for every raster
@@ -203,7 +203,7 @@ def _run_ranks(args) -> int:
     interrupted = False
     try:
         options = raster_options(args)
-        work = ranks.share("plan", _prepare(args, options) if ranks.is_main else None)
+        work = ranks.share("plan", _prepare(args) if ranks.is_main else None)
         # rank 0 alone carries the batch's exit status: it leaves last (see Ranks.close), and torchrun
         # stops every rank still running as soon as one exits with an error
         if "error" in work:
