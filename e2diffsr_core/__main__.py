@@ -1,4 +1,4 @@
-"""Command line: python -m e2diffsr_core {info,convert-official,superresolve} ..."""
+"""Command line: python -m e2diffsr_core {info,convert-official,export,superresolve,superresolve-batch} ..."""
 
 from __future__ import annotations
 
@@ -70,9 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--half", action="store_true", help="store floating-point weights as fp16 (loads as fp32)")
     exp.set_defaults(func=_cmd_export)
 
-    from .cli_superresolve import add_parser as add_sr  # imports GDAL only when a raster command runs
+    from .batch import add_parser as add_batch  # the raster commands import GDAL only when they run
+    from .cli_superresolve import add_parser as add_sr
 
     add_sr(sub)
+    add_batch(sub)
     return p
 
 

@@ -1,0 +1,228 @@
+"""`python -m e2diffsr_core superresolve-batch INPUT... --out-dir DIR`: many rasters, on one or many ranks.
+
+    python -m e2diffsr_core superresolve-batch 'tiles/*.tif' --out-dir sr --scale 4
+    torchrun --nproc_per_node=4 -m e2diffsr_core superresolve-batch 'tiles/*.tif' --out-dir sr --scale 4
+
+Every rank takes the largest raster nobody has taken yet (see distributed.Ranks); each raster goes through
+the same ``superresolve_raster`` as the single-file command, with the same options and seed, so a raster
+comes out the same whichever rank or however many ranks ran it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import inspect
+import math
+import os
+import signal
+import sys
+import threading
+import time
+
+from . import batch_plan as plan
+from .api import check_scale
+from .errors import Cancelled, E2DiffSRError
+
+# set per file, not taken from the command line as they are
+_PER_FILE = {"input", "output", "uncertainty", "device", "overwrite", "progress", "cancel", "log"}
+_HELP = {
+    "overwrite": "replace outputs that exist but are not complete results of these inputs and options "
+                 "(complete ones are always skipped)",
+    "quiet": "print only the summary, no line per raster",
+}
+
+
+def _superresolve_options() -> list[argparse.Action]:
+    """The options of `superresolve` itself, so that both commands always accept the same ones."""
+    from .cli_superresolve import add_parser as add_single
+
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
+    add_single(sub)
+    actions = []
+    for action in sub.choices["superresolve"]._actions:
+        if not action.option_strings or action.dest in ("help", "uncertainty"):
+            continue
+        action = copy.copy(action)
+        action.help = _HELP.get(action.dest, action.help)
+        actions.append(action)
+    return actions
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "superresolve-batch", help="super-resolve many rasters into a folder (resumable; torchrun for many GPUs)",
+        description="Super-resolve every input into OUT_DIR/<input name>.tif with the options of "
+                    "`superresolve`. Run the same command again to finish an interrupted batch: complete "
+                    "outputs are skipped. Under torchrun the ranks share the rasters, largest first.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="input rasters or quoted patterns such as 'tiles/*.tif' or 'survey/**/*.tif'")
+    p.add_argument("--inputs-from", metavar="FILE", help="text file with one input path a line")
+    p.add_argument("--out-dir", required=True, help="folder for the outputs (created when missing)")
+    for action in _superresolve_options():
+        p._add_action(action)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (default: all cores, split between the ranks of a machine); "
+                        "results are identical for the same seed and the same number of threads")
+    p.set_defaults(func=run)
+
+
+def raster_options(args) -> dict:
+    """The keyword arguments of superresolve_raster that the command line sets, the same for every file."""
+    from .raster import superresolve_raster
+
+    params = inspect.signature(superresolve_raster).parameters
+    options = {name: getattr(args, name) for name in params if name not in _PER_FILE and hasattr(args, name)}
+    options["creation_options"] = list(args.co)
+    return options
+
+
+def _prepare(args) -> dict:
+    """Rank 0's plan: the jobs, or the one error that stops the batch before any work."""
+    try:
+        if getattr(args, "scale", None) is not None:  # one error now rather than the same for every raster
+            check_scale(args.scale, math.inf)  # the upper limit depends on the model: checked per raster
+        model = plan.model_identity(args.model)
+        items = list(args.inputs) + (plan.read_list(args.inputs_from) if args.inputs_from else [])
+        jobs = plan.plan_jobs(plan.expand_inputs(items), args.out_dir)
+        os.makedirs(args.out_dir, exist_ok=True)
+    except E2DiffSRError as exc:
+        return {"error": str(exc)}
+    except OSError as exc:
+        return {"error": f"cannot create --out-dir {args.out_dir} ({exc.strerror}); choose another folder"}
+    return {"jobs": jobs, "model": model}
+
+
+def _line(text: str) -> None:
+    # one write per line: the ranks share the terminal, and print() may write the newline separately
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+class _Worker:
+    """Runs the jobs one rank takes and prints a line for each."""
+
+    def __init__(self, ranks, args, options: dict, model: dict, total: int):
+        self.ranks, self.args, self.options, self.model, self.total = ranks, args, options, model, total
+        self.first = True
+
+    def say(self, text: str) -> None:
+        if not self.args.quiet:
+            prefix = f"[rank {self.ranks.rank}] " if self.ranks.world > 1 else ""
+            _line(prefix + text)
+
+    def log(self, text: str) -> None:
+        if self.first:  # device, model and tile size once per rank, not once per raster
+            self.say(text)
+
+    def run(self, index: int, job: dict) -> dict:
+        """Do one job (or skip it when complete); a failure is returned, not raised."""
+        src, out = job["input"], job["output"]
+        status, reason, seconds, text = self._attempt(src, out)
+        self.say(f"{index + 1}/{self.total} {src}: {text}")
+        return {"index": index, "input": src, "rank": self.ranks.rank, "status": status, "reason": reason,
+                "seconds": seconds}
+
+    def _attempt(self, src: str, out: str) -> tuple[str, str | None, float, str]:
+        """(status, reason, seconds, text of the status line)."""
+        try:
+            fp = plan.fingerprint(src, self.options, self.model)
+        except OSError as exc:
+            reason = f"cannot read {src} ({exc.strerror}); check the path"
+            return "failed", reason, 0.0, f"FAILED: {reason}"
+        if plan.is_complete(out, fp):
+            return "skipped", None, 0.0, f"skipped, {out} is complete"
+        t0 = time.perf_counter()
+        try:
+            info = self._superresolve(src, out)
+            plan.write_record(out, fp, info)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except E2DiffSRError as exc:
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one bad raster must not stop the others
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        else:
+            seconds = round(time.perf_counter() - t0, 3)
+            return "done", None, seconds, f"done, {out} ({info['width']} x {info['height']} px) in {seconds:.1f} s"
+        return "failed", reason, round(time.perf_counter() - t0, 3), f"FAILED: {reason}"
+
+    def _superresolve(self, src: str, out: str) -> dict:
+        from .raster import superresolve_raster
+
+        # what a killed rank left behind is removed by the writer (its run folder's lock is free)
+        try:
+            return superresolve_raster(src, out, device=self.ranks.device, overwrite=self.args.overwrite,
+                                       log=self.log, **self.options)
+        finally:
+            self.first = False
+
+
+def summarize(results: list[dict], ranks: int, seconds: float) -> int:
+    counts = {s: sum(r["status"] == s for r in results) for s in ("done", "skipped", "failed")}
+    what = f"{len(results)} raster{'s' if len(results) != 1 else ''}" + (f" on {ranks} ranks" if ranks > 1 else "")
+    _line(f"summary: {what} in {seconds:.1f} s: {counts['done']} done, {counts['skipped']} skipped, "
+          f"{counts['failed']} failed")
+    for r in sorted(results, key=lambda r: r["index"]):
+        if r["status"] == "failed":
+            _line(f"failed: {r['input']}: {r['reason']}")
+    return 1 if counts["failed"] else 0
+
+
+def _terminate_as_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """torchrun stops the other ranks with SIGTERM when one fails: unwind as for Ctrl-C, so that the
+    raster being written leaves no temporary file behind."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set a handler
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args) -> int:
+    with _sigterm_as_interrupt():
+        return _run_ranks(args)
+
+
+def _run_ranks(args) -> int:
+    from .distributed import Ranks
+
+    t0 = time.perf_counter()
+    if args.threads < 0:
+        raise E2DiffSRError(f"--threads must be 0 (automatic) or more, got {args.threads}")
+    ranks = Ranks(args.device, args.threads)
+    interrupted = False
+    try:
+        options = raster_options(args)
+        work = ranks.share("plan", _prepare(args) if ranks.is_main else None)
+        # rank 0 alone carries the batch's exit status: it leaves last (see Ranks.close), and torchrun
+        # stops every rank still running as soon as one exits with an error
+        if "error" in work:
+            if ranks.is_main:
+                raise E2DiffSRError(work["error"])
+            return 0
+        jobs = work["jobs"]
+        worker = _Worker(ranks, args, options, work["model"], len(jobs))
+        mine = []
+        while (index := ranks.claim()) < len(jobs):
+            mine.append(worker.run(index, jobs[index]))
+        gathered = ranks.gather("results", mine)
+        if not ranks.is_main:
+            return 0
+        return summarize(sum(gathered, []), ranks.world, time.perf_counter() - t0)
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"interrupted{f' (rank {ranks.rank})' if ranks.world > 1 else ''}: complete outputs are kept; "
+              "run the same command again to finish the rest", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        ranks.close(wait=not interrupted)  # an interrupted run may have lost a rank: nobody to wait for
