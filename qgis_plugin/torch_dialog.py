@@ -10,7 +10,6 @@ from qgis.PyQt.QtWidgets import (
     QDialog,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
@@ -63,11 +62,13 @@ class TorchSetupDialog(QDialog):
             "rights needed). Click <b>Install</b>, or run this command yourself and restart QGIS:</p>")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.RichText)
+        self.summary.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         layout.addWidget(self.summary)
         row = QHBoxLayout()
-        self.command = QLineEdit(self.plan.command())
+        # Wrapped over a few lines: a single-line field would hide the index URL, the part that matters.
+        self.command = QPlainTextEdit(self.plan.command())
         self.command.setReadOnly(True)
-        self.command.setCursorPosition(0)
+        self.command.setFixedHeight(self.command.fontMetrics().lineSpacing() * 3 + 12)
         copy = QPushButton("Copy")
         copy.clicked.connect(lambda: QApplication.clipboard().setText(self.plan.command()))
         row.addWidget(self.command, 1)
@@ -82,6 +83,7 @@ class TorchSetupDialog(QDialog):
         self.log.setMaximumBlockCount(2000)
         self.log.setVisible(False)
         layout.addWidget(self.log, 1)
+        layout.addStretch(0)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         self.install_button = QPushButton("Install")
@@ -92,7 +94,7 @@ class TorchSetupDialog(QDialog):
         buttons.addWidget(self.install_button)
         buttons.addWidget(self.close_button)
         layout.addLayout(buttons)
-        self.resize(720, 330)
+        self.resize(720, 300)
 
     # --- installing -----------------------------------------------------------------------------------------
     def install(self, find_links: str | None = None, target: str | None = None) -> None:

@@ -89,7 +89,7 @@ def test_plugin_load_without_torch_shows_a_message_with_a_button(qgis_iface, qgi
         button = items[0].findChild(QPushButton, "e2diffsrSetupTorchButton")
         assert button.text() == "Set up PyTorch..."
         button.click()
-        assert plugin.dialog.isVisible() and "download.pytorch.org/whl/cpu" in plugin.dialog.command.text()
+        assert plugin.dialog.isVisible() and "download.pytorch.org/whl/cpu" in plugin.dialog.command.toPlainText()
         assert bar.items() == []  # the message goes once the dialog is open
         plugin.dialog.close()
     finally:
@@ -113,7 +113,7 @@ def test_dialog_shows_the_cpu_only_command_when_no_gpu_is_seen(qgis_app, no_torc
     summary = dialog.summary.text()
     assert "PyTorch (ModuleNotFoundError" in summary or "PyTorch (ImportError" in summary
     assert "No NVIDIA GPU was found" in summary and "CPU-only build" in summary
-    command = dialog.command.text()
+    command = dialog.command.toPlainText()
     python = dialog.plan.python
     assert command.startswith(f"{python} -m pip install ") and f"--index-url {CPU_INDEX}" in command
     assert "'torch>=2.1'" in command
@@ -125,7 +125,7 @@ def test_dialog_offers_the_cuda_build_when_a_gpu_is_seen(qgis_app, monkeypatch):
     monkeypatch.setattr(torch_dialog, "cuda_devices", lambda: ((0, "NVIDIA RTX A5000"),))
     dialog = torch_dialog.TorchSetupDialog(missing=["PyTorch"], packages=["torch>=2.1"], gpu=True, system="Linux")
     assert "This machine has NVIDIA RTX A5000, so the CUDA build fits" in dialog.summary.text()
-    assert "--index-url" not in dialog.command.text()
+    assert "--index-url" not in dialog.command.toPlainText()
 
 
 # --- the Install button, for real, from a local folder of wheels -------------------------------------------------
