@@ -9,6 +9,7 @@ objects owned by the main thread.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -75,6 +76,20 @@ def scale_warning(scale: float) -> str | None:
         return tr(f"{label('SCALE')} {scale:g} is beyond the range the model was trained for (1 to "
                   f"{TRAINED_MAX_SCALE}): the result will look softer than at x{TRAINED_MAX_SCALE} or below.")
     return None
+
+
+def creation_options_widget() -> dict:
+    """QGIS's own creation-options editor (as in GDAL's Translate; it writes KEY=VALUE|KEY=VALUE).
+
+    QGIS 3.22 has it as a Python widget in the processing plugin; QGIS 3.40 has dropped that module for a
+    C++ widget type, and naming the missing module breaks the dialogs (ModuleNotFoundError).
+    """
+    module = "processing.algs.gdal.ui.RasterOptionsWidget"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return {"class": f"{module}.RasterOptionsWidgetWrapper"} if found else {"widget_type": "rasteroptions"}
 
 
 class SuperResolveAlgorithm(QgsProcessingAlgorithm):
@@ -148,9 +163,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
 
     def _advanced_parameters(self):
         options = QgsProcessingParameterString(self.CREATION_OPTIONS, tr(LABELS["CREATION_OPTIONS"]), optional=True)
-        # QGIS's own creation-options editor (as in GDAL's Translate); it writes KEY=VALUE|KEY=VALUE.
-        options.setMetadata({"widget_wrapper": {
-            "class": "processing.algs.gdal.ui.RasterOptionsWidget.RasterOptionsWidgetWrapper"}})
+        options.setMetadata({"widget_wrapper": creation_options_widget()})
         integer = QgsProcessingParameterNumber.Integer
         return [
             QgsProcessingParameterFile(

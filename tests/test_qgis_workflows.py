@@ -6,6 +6,7 @@ Headless (pytest-qgis); the model is a tiny random one, so each run takes about 
 
 from __future__ import annotations
 
+import inspect
 import os
 import stat
 import sys
@@ -58,7 +59,8 @@ def test_modeler_dialog_shows_advanced_parameters(provider, qgis_iface):
 
 # --- batch processing ------------------------------------------------------------------------------------------
 def run_batch(rows, project):
-    """The loop of QGIS's BatchAlgorithmDialog.runAlgorithm (3.22 to 3.40), without the dialog.
+    """The loop of QGIS's batch dialog (3.22: BatchAlgorithmDialog.runAlgorithm; 3.40: the C++ base class
+    QgsProcessingBatchAlgorithmDialogBase), without the dialog.
 
     Each row's destinations are QgsProcessingOutputLayerDefinition(text, project), the empty optional
     Uncertainty included, exactly as BatchPanel.parametersForRow builds them; after each row the results are
@@ -78,7 +80,11 @@ def run_batch(rows, project):
         context = dataobjects.createContext(feedback)
         results, ok = alg.run(params, context, multi)
         assert ok, results
-        assert handleAlgorithmResults(alg, context, multi, False, params)
+        # QGIS 3.22 passes showResults=False; 3.40 dropped that argument.
+        if "showResults" in inspect.signature(handleAlgorithmResults).parameters:
+            assert handleAlgorithmResults(alg, context, multi, False, params)
+        else:
+            assert handleAlgorithmResults(alg, context, multi, params)
     return feedback
 
 
