@@ -9,6 +9,8 @@ objects owned by the main thread.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import re
 import warnings
@@ -30,29 +32,12 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from . import deps
+from . import deps, devices, outputs
+from .help import HELP
+from .wording import LABELS, for_qgis, label
 
-DEVICES = ["auto", "cpu", "cuda"]
 MAX_SCALE = 16.0       # the engine's limit (e2diffsr_core.model.config max_scale)
-TRAINED_MAX_SCALE = 8  # beyond it the engine warns that results get softer
-
-HELP = """<p>Enlarges a raster by any factor above 1 (x2, x2.6, x3.4, x4 ... up to x16) with the E2DiffSR \
-latent-diffusion super-resolution model. The output covers the same area in the same CRS with \
-int(width &times; scale) &times; int(height &times; scale) pixels, the same bands, data type and NoData.</p>
-<p><b>Scale</b>: the model was trained for 1 to 8; larger scales work but look softer.</p>
-<p><b>Model</b>: a model file (.pt); leave empty to use the model bundled with the plugin.</p>
-<p><b>Bands</b>: which bands to process, e.g. <code>1,2,3</code> (empty: all). They are processed in groups of \
-three; a single band (panchromatic, DEM) is handled as grey.</p>
-<p><b>Device</b>: <i>auto</i> uses a CUDA GPU when PyTorch sees one, else the CPU. The log says which device, \
-model and tile size were used.</p>
-<p><b>Seed</b>: the model draws random noise; the same seed gives the same result.</p>
-<p><b>Samples</b> and <b>Uncertainty</b>: with several samples the output is their mean, and the optional \
-uncertainty raster holds their per-pixel standard deviation (where the model is unsure).</p>
-<p><b>Tile size</b>: output pixels per tile side; 0 picks one that fits the device's memory. Tiles overlap and \
-are blended, so no seams appear.</p>
-<p><b>Creation options</b>: GeoTIFF options, e.g. <code>COMPRESS=ZSTD;PREDICTOR=2</code> (separated by ; or |).</p>
-<p>Cancelling stops within a tile and leaves no output file. Requires PyTorch in the Python QGIS uses; if it is \
-missing, running the algorithm says which command installs it.</p>"""
+TRAINED_MAX_SCALE = 8  # beyond it results get softer
 
 
 def tr(text: str) -> str:
@@ -65,13 +50,46 @@ def parse_bands(text: str) -> list[int] | None:
     if not text:
         return None
     if not re.fullmatch(r"\d+(\s*[,; ]\s*\d+)*", text):
-        raise QgsProcessingException(tr(f"Bands must be band numbers separated by commas, e.g. 1,2,3 (got {text!r})"))
+        raise QgsProcessingException(tr(f"{label('BANDS')} must be band numbers separated by commas, e.g. 1,2,3 "
+                                        f"(got {text!r})"))
     return [int(b) for b in re.split(r"[,; ]+", text)]
 
 
 def parse_creation_options(text: str) -> list[str]:
     """'KEY=VALUE;KEY=VALUE' (or '|'-separated, as QGIS's creation-options widget writes it) -> list."""
     return [opt.strip() for opt in re.split(r"[;|]", text or "") if opt.strip()]
+
+
+def scale_problem(scale: float) -> str | None:
+    """Why a scale factor is refused, in QGIS's words; None when it is fine. Nothing is clamped silently."""
+    if not math.isfinite(scale) or scale <= 1.0:
+        return tr(f"{label('SCALE')} must be greater than 1 (got {scale:g}): it is how many times larger the "
+                  "output is, e.g. 2 doubles the resolution. This algorithm only enlarges.")
+    if scale > MAX_SCALE:
+        return tr(f"{label('SCALE')} {scale:g} is above the maximum of {MAX_SCALE:g}; for a larger enlargement "
+                  f"run the algorithm twice (e.g. x{math.sqrt(scale):.3g} and x{math.sqrt(scale):.3g}).")
+    return None
+
+
+def scale_warning(scale: float) -> str | None:
+    if scale > TRAINED_MAX_SCALE:
+        return tr(f"{label('SCALE')} {scale:g} is beyond the range the model was trained for (1 to "
+                  f"{TRAINED_MAX_SCALE}): the result will look softer than at x{TRAINED_MAX_SCALE} or below.")
+    return None
+
+
+def creation_options_widget() -> dict:
+    """QGIS's own creation-options editor (as in GDAL's Translate; it writes KEY=VALUE|KEY=VALUE).
+
+    QGIS 3.22 has it as a Python widget in the processing plugin; QGIS 3.40 has dropped that module for a
+    C++ widget type, and naming the missing module breaks the dialogs (ModuleNotFoundError).
+    """
+    module = "processing.algs.gdal.ui.RasterOptionsWidget"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return {"class": f"{module}.RasterOptionsWidgetWrapper"} if found else {"widget_type": "rasteroptions"}
 
 
 class SuperResolveAlgorithm(QgsProcessingAlgorithm):
@@ -88,9 +106,17 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
 
+    # Optional raster outputs: (parameter, the engine's keyword for its path, layer-name suffix). Each is
+    # written only when given a destination and then loaded as "<input> x<scale> <suffix>"; one left empty
+    # is never handed to QGIS to load.
+    OPTIONAL_OUTPUTS = (
+        (UNCERTAINTY, "uncertainty", "uncertainty"),
+    )
+
     def __init__(self):
         super().__init__()
         self._source = None
+        self._layer_name = None
 
     # --- identity -------------------------------------------------------------------------------------------
     def name(self):
@@ -117,74 +143,92 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
 
     # --- parameters -----------------------------------------------------------------------------------------
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input raster")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr(LABELS["INPUT"])))
+        # No minimum or maximum here: QGIS's spin box would silently clamp 0 to the minimum. The value is
+        # checked in checkParameterValues with a message instead.
         self.addParameter(QgsProcessingParameterNumber(
-            self.SCALE, tr("Scale factor (above 1, up to 16)"), QgsProcessingParameterNumber.Double,
-            defaultValue=2.0, minValue=1.01, maxValue=MAX_SCALE))
-
-        advanced = [
-            QgsProcessingParameterFile(
-                self.MODEL, tr("Model file (empty: the bundled model)"), QgsProcessingParameterFile.File,
-                fileFilter=tr("E2DiffSR models (*.pt *.pth);;All files (*.*)"), optional=True),
-            QgsProcessingParameterString(self.BANDS, tr("Bands (e.g. 1,2,3; empty: all)"), optional=True),
-            # Static strings: scripts and qgis_process say DEVICE=cpu rather than an index.
-            QgsProcessingParameterEnum(self.DEVICE, tr("Device"), options=DEVICES, defaultValue="auto",
-                                       usesStaticStrings=True),
-            QgsProcessingParameterNumber(self.SEED, tr("Random seed"), QgsProcessingParameterNumber.Integer,
-                                         defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber(self.SAMPLES, tr("Samples (averaged)"), QgsProcessingParameterNumber.Integer,
-                                         defaultValue=1, minValue=1, maxValue=16),
-            QgsProcessingParameterNumber(self.TILE_SIZE, tr("Tile size in output pixels (0: automatic)"),
-                                         QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-        ]
-        options = QgsProcessingParameterString(
-            self.CREATION_OPTIONS, tr("GeoTIFF creation options"), optional=True)
-        # QGIS's own creation-options editor (as in GDAL's Translate); it writes KEY=VALUE|KEY=VALUE.
-        options.setMetadata({"widget_wrapper": {
-            "class": "processing.algs.gdal.ui.RasterOptionsWidget.RasterOptionsWidgetWrapper"}})
-        advanced += [
-            options,
-            QgsProcessingParameterBoolean(self.COG, tr("Write a Cloud Optimized GeoTIFF"), defaultValue=False),
-        ]
-        for param in advanced:
+            self.SCALE, tr(LABELS["SCALE"]), QgsProcessingParameterNumber.Double, defaultValue=2.0))
+        for param in self._advanced_parameters():
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
-
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Super-resolved raster")))
-        uncertainty = QgsProcessingParameterRasterDestination(
-            self.UNCERTAINTY, tr("Uncertainty (per-pixel std. deviation of the samples)"), optional=True,
-            createByDefault=False)
-        uncertainty.setFlags(uncertainty.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(uncertainty)
-
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr(LABELS["OUTPUT"])))
+        # Not flagged advanced: the Graphical Modeler cannot show an advanced *output* (KeyError in
+        # ModelerParametersDialog when advanced parameters are shown).
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.UNCERTAINTY, tr(f"{LABELS['UNCERTAINTY']} (per-pixel std. deviation of the samples; needs 2+ "
+                                 "samples)"), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputString("USED_DEVICE", tr("Device used")))
         self.addOutput(QgsProcessingOutputString("USED_MODEL", tr("Model used")))
         self.addOutput(QgsProcessingOutputNumber("USED_TILE_SIZE", tr("Tile size used")))
 
+    def _advanced_parameters(self):
+        options = QgsProcessingParameterString(self.CREATION_OPTIONS, tr(LABELS["CREATION_OPTIONS"]), optional=True)
+        options.setMetadata({"widget_wrapper": creation_options_widget()})
+        integer = QgsProcessingParameterNumber.Integer
+        return [
+            QgsProcessingParameterFile(
+                self.MODEL, tr(f"{LABELS['MODEL']} (empty: the bundled demonstration model)"),
+                QgsProcessingParameterFile.File, fileFilter=tr("E2DiffSR models (*.pt *.pth);;All files (*.*)"),
+                optional=True),
+            QgsProcessingParameterString(self.BANDS, tr(f"{LABELS['BANDS']} (e.g. 1,2,3; empty: all)"),
+                                         optional=True),
+            # Static strings: scripts and qgis_process say DEVICE=cpu or DEVICE=cuda:1 rather than an index
+            # (checkParameterValues maps those onto the list's entries).
+            QgsProcessingParameterEnum(self.DEVICE, tr(LABELS["DEVICE"]), options=devices.device_options(),
+                                       defaultValue=devices.AUTO, usesStaticStrings=True),
+            QgsProcessingParameterNumber(self.SEED, tr(LABELS["SEED"]), integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(self.SAMPLES, tr(f"{LABELS['SAMPLES']} (averaged)"), integer,
+                                         defaultValue=1, minValue=1, maxValue=16),
+            QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} in output pixels (0: "
+                                                            "automatic)"), integer, defaultValue=0, minValue=0),
+            options,
+            QgsProcessingParameterBoolean(self.COG, tr(LABELS["COG"]), defaultValue=False),
+        ]
+
+    def _device_entry(self, parameters):
+        """(the Device list entry the value stands for, or None; a message when it stands for none)."""
+        value = parameters.get(self.DEVICE)
+        options = self.parameterDefinition(self.DEVICE).options()
+        if value is None or value == "":
+            return None, None
+        entry = devices.list_entry(str(value), options)
+        if entry is None:
+            return None, tr(f"{label('DEVICE')} {value!r} is not available here; choose one of: "
+                            + ", ".join(options) + " (scripts may also write auto, cpu, cuda or cuda:N).")
+        return entry, None
+
     def checkParameterValues(self, parameters, context):
         # Clearer than QGIS's generic "Incorrect parameter value for SCALE", and caught before the run starts.
         if parameters.get(self.SCALE) is not None:
-            scale = self.parameterAsDouble(parameters, self.SCALE, context)
-            if not scale > 1.0:
-                return False, tr(f"Scale factor must be greater than 1 (got {scale:g}); e.g. 2 doubles the "
-                                 "resolution. This is a super-resolution algorithm, it only enlarges.")
-            if scale > MAX_SCALE:
-                return False, tr(f"Scale factor {scale:g} is above the maximum of {MAX_SCALE:g}.")
+            problem = scale_problem(self.parameterAsDouble(parameters, self.SCALE, context))
+            if problem:
+                return False, problem
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if model and not os.path.isfile(model):
-            return False, tr(f"Model file not found: {model}. Choose an E2DiffSR model (.pt) or leave it empty "
-                             "to use the bundled model.")
-        if parameters.get(self.UNCERTAINTY) and self.parameterAsInt(parameters, self.SAMPLES, context) < 2:
-            return False, tr("The uncertainty raster is the spread of several samples: set Samples to 2 or more "
-                             "(e.g. 4), or leave Uncertainty empty.")
+            return False, tr(f"{label('MODEL')} not found: {model}. Choose an E2DiffSR model (.pt) or leave it "
+                             "empty to use the bundled model.")
+        if outputs.given(parameters.get(self.UNCERTAINTY), context) and \
+                self.parameterAsInt(parameters, self.SAMPLES, context) < 2:
+            return False, tr(f"The {label('UNCERTAINTY')} raster is the spread of several samples: set "
+                             f"{label('SAMPLES')} to 2 or more (e.g. 4), or leave {label('UNCERTAINTY')} empty.")
         try:
             parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except QgsProcessingException as exc:
             return False, str(exc)
+        entry, problem = self._device_entry(parameters)
+        if problem:
+            return False, problem
+        if entry is not None:
+            parameters = {**parameters, self.DEVICE: entry}  # 'cpu' from a script is the list's 'CPU'
         return super().checkParameterValues(parameters, context)
 
     # --- running --------------------------------------------------------------------------------------------
     def prepareAlgorithm(self, parameters, context, feedback):
+        # Batch processing and models run without checkParameterValues: the scale is checked again here.
+        scale = self.parameterAsDouble(parameters, self.SCALE, context)
+        problem = scale_problem(scale)
+        if problem:
+            raise QgsProcessingException(problem)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None or not layer.isValid():
             raise QgsProcessingException(tr(f"Could not load the input raster {parameters.get(self.INPUT)!r}"))
@@ -193,70 +237,65 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
         self._source = layer.source()
+        self._layer_name = f"{layer.name()} x{scale:g}"
+        warning = scale_warning(scale)
+        if warning:
+            feedback.pushWarning(warning)
         return True
+
+    def _engine_device(self, parameters, context) -> str:
+        value = self.parameterAsString(parameters, self.DEVICE, context)
+        try:
+            return devices.engine_device(value)
+        except ValueError:
+            raise QgsProcessingException(self._device_entry({self.DEVICE: value})[1]) from None
+
+    def _destinations(self, parameters, context) -> dict[str, str]:
+        """Output parameter -> path, for the main output and each optional output that was given one."""
+        resolved = {self.OUTPUT: self.parameterAsOutputLayer(parameters, self.OUTPUT, context)}
+        for name, _, _ in self.OPTIONAL_OUTPUTS:
+            path = outputs.destination(self, parameters, name, context)
+            if path:
+                resolved[name] = path
+        return resolved
 
     def processAlgorithm(self, parameters, context, feedback):
         problem = deps.problem()
         if problem:
             raise QgsProcessingException(problem)
-        import torch
+        from .run import log_environment, run_engine
 
-        import e2diffsr_core
-        from e2diffsr_core.api import default_model_path
-        from e2diffsr_core.errors import Cancelled, E2DiffSRError
-        from e2diffsr_core.raster import superresolve_raster
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible to PyTorch"
-        feedback.pushInfo(tr(f"PyTorch {torch.__version__} (CUDA GPU: {gpu}); engine "
-                             f"{os.path.dirname(e2diffsr_core.__file__)}"))
-
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        uncertainty = None
-        if parameters.get(self.UNCERTAINTY):
-            uncertainty = self.parameterAsOutputLayer(parameters, self.UNCERTAINTY, context) or None
+        log_environment(feedback)
+        resolved = self._destinations(parameters, context)
         kwargs = dict(
             model=self.parameterAsFile(parameters, self.MODEL, context) or None,
-            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
+            device=self._engine_device(parameters, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
             tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
-            uncertainty=uncertainty,
             creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
             cog=self.parameterAsBoolean(parameters, self.COG, context),
             overwrite=True,  # QGIS asks before overwriting; a destination it hands us is meant to be replaced
         )
-        if kwargs["model"] is None and default_model_path() is None:
-            raise QgsProcessingException(tr(
-                "No model file given and this installation has no bundled model: choose an E2DiffSR model (.pt) "
-                "in 'Model file' (advanced parameters)."))
+        for name, keyword, _ in self.OPTIONAL_OUTPUTS:
+            kwargs[keyword] = resolved.get(name)
         scale = self.parameterAsDouble(parameters, self.SCALE, context)
-        feedback.pushInfo(tr(f"Super-resolving {self._source} x{scale:g} -> {output}"))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                info = superresolve_raster(
-                    self._source, output, scale, **kwargs,
-                    progress=lambda f: feedback.setProgress(100.0 * f),
-                    cancel=feedback.isCanceled,
-                    log=feedback.pushInfo)
-            except Cancelled as exc:
-                raise QgsProcessingException(str(exc)) from None
-            except E2DiffSRError as exc:
-                raise QgsProcessingException(str(exc)) from None
+            info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
         for w in caught:
-            feedback.pushWarning(str(w.message))
+            if "trained range" not in str(w.message):  # already said before the run, in QGIS's words
+                feedback.pushWarning(for_qgis(str(w.message)))
 
-        feedback.pushInfo(tr(
-            f"Done: {info.get('width')} x {info.get('height')} px on device {info.get('device')}, model "
-            f"{info.get('model')}, tile size {info.get('tile')}"
-            + (f", {info['seconds']:.1f} s" if isinstance(info.get("seconds"), (int, float)) else "")))
-        results = {
-            self.OUTPUT: output,
+        written = {name: path for name, path in resolved.items() if os.path.exists(path)}
+        suffixes = {name: suffix for name, _, suffix in self.OPTIONAL_OUTPUTS}
+        names = {name: f"{self._layer_name} {suffixes[name]}" if name in suffixes else self._layer_name
+                 for name in resolved}
+        outputs.name_layers(self, context, resolved, names)
+        return {
+            **written,
             "USED_DEVICE": str(info.get("device", "")),
             "USED_MODEL": str(info.get("model", "")),
             "USED_TILE_SIZE": info.get("tile"),
         }
-        if uncertainty:
-            results[self.UNCERTAINTY] = uncertainty
-        return results

@@ -8,11 +8,11 @@ always loads and the algorithm can tell the user how to fix the environment.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import platform
 import site
 import sys
-import sysconfig
 from pathlib import Path
 
 PLUGIN_DIR = Path(__file__).resolve().parent
@@ -52,35 +52,6 @@ def add_paths() -> None:
         sys.path.insert(0, str(LIB_DIR))
 
 
-def qgis_python() -> str:
-    """The command that starts the Python interpreter QGIS embeds (sys.executable is QGIS itself)."""
-    if os.name == "nt":
-        return "python"  # in the OSGeo4W Shell, this is the Python QGIS uses
-    exe = Path(sys.exec_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    if exe.is_file():
-        # Debian/Ubuntu: /usr/bin/python3.11 is what /usr/bin/python3 points at; name the stable link.
-        short = exe.with_name(f"python{sys.version_info.major}")
-        return str(short if short.is_file() and short.resolve() == exe.resolve() else exe)
-    return f"python{sys.version_info.major}"
-
-
-def _externally_managed() -> bool:
-    """Debian 12+ and Ubuntu 23.04+ mark the system Python as managed by apt (PEP 668)."""
-    try:
-        return (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").is_file()
-    except Exception:
-        return False
-
-
-def install_command(packages: list[str]) -> str:
-    quoted = " ".join(f'"{p}"' if any(c in p for c in "<>=") else p for p in packages)
-    if os.name == "nt":
-        return f"python -m pip install {quoted}   (in the OSGeo4W Shell, as administrator; then restart QGIS)"
-    flags = "--user --break-system-packages" if _externally_managed() else "--user"
-    where = "macOS" if platform.system() == "Darwin" else "Linux"
-    return f"{qgis_python()} -m pip install {flags} {quoted}   ({where}; then restart QGIS)"
-
-
 def _try(module: str) -> str | None:
     try:
         importlib.import_module(module)
@@ -89,13 +60,19 @@ def _try(module: str) -> str | None:
     return None
 
 
-def problem() -> str | None:
-    """None when the engine can run here, else one message: what is missing and the command to install it."""
+def torch_missing() -> bool:
+    """Cheap check for plugin start-up: is there a torch package at all? (Importing it takes seconds; a
+    broken install is caught when the algorithm runs.)"""
     add_paths()
-    # QGIS may embed an older Python than the project targets (e.g. 3.9 in older OSGeo4W builds).
-    if sys.version_info < (3, 10):  # noqa: UP036
-        return (f"E2DiffSR needs Python 3.10 or newer, but this QGIS runs Python {platform.python_version()}; "
-                "install a QGIS build with a newer Python (e.g. a current OSGeo4W or QGIS 3.34+).")
+    try:
+        return importlib.util.find_spec("torch") is None
+    except (ImportError, ValueError):
+        return True
+
+
+def missing() -> tuple[list[str], list[str]]:
+    """(what is missing, in words; the pip packages that supply it), both empty when the engine can run."""
+    add_paths()
     missing: list[str] = []
     packages: list[str] = []
     numpy_major = None
@@ -122,13 +99,34 @@ def problem() -> str | None:
         missing.append(f"GDAL's Python bindings ({err}); reinstall QGIS with its Python support")
     if not missing:
         err = _try("e2diffsr_core.raster")
-        if err is None:
-            return None
-        missing.append(f"the e2diffsr_core engine ({err}); reinstall the plugin from its zip")
+        if err:
+            missing.append(f"the e2diffsr_core engine ({err}); reinstall the plugin from its zip")
+    return missing, packages
+
+
+def install_plan(packages: list[str]):
+    """The pip command for this QGIS's Python; the CPU-only PyTorch build where no NVIDIA GPU is found."""
+    from .devices import nvidia_gpu_present
+    from .installer import torch_plan
+
+    return torch_plan(packages, gpu=nvidia_gpu_present())
+
+
+def problem() -> str | None:
+    """None when the engine can run here, else one message: what is missing and the command to install it."""
+    # QGIS may embed an older Python than the project targets (e.g. 3.9 in older OSGeo4W builds).
+    if sys.version_info < (3, 10):  # noqa: UP036
+        return (f"E2DiffSR needs Python 3.10 or newer, but this QGIS runs Python {platform.python_version()}; "
+                "install a QGIS build with a newer Python (e.g. a current OSGeo4W or QGIS 3.34+).")
+    parts, packages = missing()
+    if not parts:
+        return None
     where = f"Python {platform.python_version()} in {sys.exec_prefix}"
-    msg = f"E2DiffSR cannot run: the Python that QGIS uses ({where}) lacks " + "; ".join(missing) + "."
+    msg = f"E2DiffSR cannot run: the Python that QGIS uses ({where}) lacks " + "; ".join(parts) + "."
     if packages:
-        msg += " Install it with: " + install_command(packages)
-        msg += (f". Or set the environment variable {ENV_VAR} (or the QGIS setting {SETTING}) to the "
+        plan = install_plan(packages)
+        msg += (f" Raster > E2DiffSR > Set up PyTorch... installs it, or run ({plan.build}): {plan.command()} "
+                "and restart QGIS.")
+        msg += (f" Or set the environment variable {ENV_VAR} (or the QGIS setting {SETTING}) to the "
                 "site-packages folder of a Python environment that has it.")
     return msg

@@ -1,9 +1,10 @@
-"""The plugin object QGIS loads: registers the provider and adds a toolbar/menu entry for the dialog."""
+"""The plugin object QGIS loads: registers the provider, adds menu/toolbar entries, says when PyTorch is missing."""
 
 import os
 
-from qgis.core import QgsApplication
+from qgis.core import Qgis, QgsApplication
 
+from . import deps
 from .provider import E2DiffSRProvider
 
 ALGORITHM_ID = "e2diffsr:superresolve"
@@ -15,6 +16,9 @@ class E2DiffSRPlugin:
         self.iface = iface
         self.provider = None
         self.action = None
+        self.setup_action = None
+        self.message = None
+        self.dialog = None
 
     def initProcessing(self):
         """Called by QGIS (also by qgis_process, which has no GUI) because metadata says hasProcessingProvider."""
@@ -38,6 +42,38 @@ class E2DiffSRPlugin:
         self.action.triggered.connect(self.open_dialog)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.setup_action = QAction("Set up PyTorch...", self.iface.mainWindow())
+        self.setup_action.setObjectName("e2diffsrSetupTorch")
+        self.setup_action.triggered.connect(self.open_setup)
+        self.iface.addPluginToRasterMenu(MENU, self.setup_action)
+        if deps.torch_missing():
+            self.warn_missing_torch()
+
+    def warn_missing_torch(self):
+        """A message bar entry with a button to the set-up dialog: the user learns it now, not on Run."""
+        from qgis.PyQt.QtWidgets import QPushButton
+
+        bar = self.iface.messageBar()
+        self.message = bar.createMessage(
+            "E2DiffSR", "needs PyTorch, which the Python of this QGIS does not have.")
+        button = QPushButton("Set up PyTorch...", self.message)
+        button.setObjectName("e2diffsrSetupTorchButton")
+        button.clicked.connect(self.open_setup)
+        self.message.layout().addWidget(button)
+        bar.pushWidget(self.message, Qgis.Warning)
+
+    def open_setup(self):
+        from .torch_dialog import TorchSetupDialog
+
+        if self.message is not None:
+            try:
+                self.iface.messageBar().popWidget(self.message)
+            except RuntimeError:  # the user closed it already (the C++ object is gone)
+                pass
+            self.message = None
+        self.dialog = TorchSetupDialog(self.iface.mainWindow() if self.iface else None)
+        self.dialog.show()
+        return self.dialog
 
     @staticmethod
     def open_dialog():
@@ -46,11 +82,13 @@ class E2DiffSRPlugin:
         processing.execAlgorithmDialog(ALGORITHM_ID)
 
     def unload(self):
-        if self.action is not None:
-            self.iface.removeToolBarIcon(self.action)
-            self.iface.removePluginRasterMenu(MENU, self.action)
-            self.action.deleteLater()
-            self.action = None
+        for action in (self.action, self.setup_action):
+            if action is not None:
+                if action is self.action:
+                    self.iface.removeToolBarIcon(action)
+                self.iface.removePluginRasterMenu(MENU, action)
+                action.deleteLater()
+        self.action = self.setup_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (pytest fixtures imported from qgis_support)
 """The QGIS plugin as analysts use it: Processing algorithm, Toolbox task, batch, graphical model, qgis_process.
 
 Headless (pytest-qgis with qgis_gui_enabled = false). Rasters are small crops of the bundled sample and the
@@ -6,6 +7,7 @@ model is a tiny random one, so every run takes a fraction of a second on a CPU.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -14,13 +16,10 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
-from osgeo import gdal, osr
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the plugin package qgis_plugin/ lives at the project root
-
-from qgis.core import (  # noqa: E402
+from osgeo import gdal
+from qgis.core import (
     QgsApplication,
     QgsProcessingAlgRunnerTask,
     QgsProcessingContext,
@@ -30,82 +29,13 @@ from qgis.core import (  # noqa: E402
     QgsProcessingMultiStepFeedback,
     QgsProject,
 )
-from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis_support import ALG, ROOT, Recorder, check_output, leftovers, provider, rasters, run  # noqa: F401
 
-from qgis_plugin import deps  # noqa: E402
-from qgis_plugin.plugin import E2DiffSRPlugin  # noqa: E402
+from qgis_plugin import deps, devices
+from qgis_plugin.plugin import E2DiffSRPlugin  # noqa: F401
 
-ALG = "e2diffsr:superresolve"
-SAMPLE = ROOT / "e2diffsr_core" / "data" / "sample.tif"
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
-
-gdal.UseExceptions()
-
-
-# --- fixtures ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    """The plugin's provider, registered the way QGIS does it (initProcessing)."""
-    plugin = E2DiffSRPlugin(None)
-    plugin.initProcessing()
-    yield plugin.provider
-    plugin.unload()
-
-
-@pytest.fixture(scope="module")
-def rasters(tmp_path_factory):
-    """Small georeferenced RGB crops of the bundled sample (EPSG:32617)."""
-    folder = tmp_path_factory.mktemp("rasters")
-    crops = {"a48": [100, 100, 48, 48], "b40x32": [200, 150, 40, 32], "c64": [0, 0, 64, 64]}
-    for name, win in crops.items():
-        gdal.Translate(str(folder / f"{name}.tif"), str(SAMPLE), srcWin=win)
-    return {name: folder / f"{name}.tif" for name in crops}
-
-
-def run(params, feedback=None):
-    import processing
-
-    return processing.run(ALG, params, feedback=feedback or QgsProcessingFeedback())
-
-
-def check_output(path, source, scale):
-    """Size int(W*s) x int(H*s), same CRS and origin, pixel size scaled by W/W_out and H/H_out."""
-    src, out = gdal.Open(str(source)), gdal.Open(str(path))
-    w, h = src.RasterXSize, src.RasterYSize
-    assert (out.RasterXSize, out.RasterYSize) == (int(w * scale), int(h * scale))
-    assert out.RasterCount == src.RasterCount
-    assert out.GetRasterBand(1).DataType == src.GetRasterBand(1).DataType
-    s_crs, o_crs = osr.SpatialReference(src.GetProjection()), osr.SpatialReference(out.GetProjection())
-    assert s_crs.GetAuthorityCode(None) == "32617" and o_crs.IsSame(s_crs)
-    sg, og = src.GetGeoTransform(), out.GetGeoTransform()
-    assert og[0] == pytest.approx(sg[0]) and og[3] == pytest.approx(sg[3])
-    assert og[1] == pytest.approx(sg[1] * w / out.RasterXSize)
-    assert og[5] == pytest.approx(sg[5] * h / out.RasterYSize)
-    stats = out.GetRasterBand(1).ComputeRasterMinMax(False)
-    assert stats[1] > stats[0]  # an image, not a constant
-
-
-def leftovers(folder: Path, keep=()):
-    return sorted(p.name for p in folder.iterdir() if p.name not in keep)
-
-
-class Recorder(QgsProcessingFeedback):
-    """Collects progress and log lines; optionally cancels at the first progress report above 0."""
-
-    def __init__(self, cancel_at_first_progress=False):
-        super().__init__()
-        self.progress, self.infos = [], []
-        self.cancel_at_first_progress = cancel_at_first_progress
-        self.progressChanged.connect(self._on_progress)
-
-    def _on_progress(self, value):
-        self.progress.append(value)
-        if self.cancel_at_first_progress and value > 0:
-            self.cancel()
-
-    def pushInfo(self, info):  # noqa: N802 (Qt name)
-        self.infos.append(info)
-        super().pushInfo(info)
 
 
 def run_as_task(params, feedback, timeout=120):
@@ -135,15 +65,26 @@ def test_provider_and_parameters(provider):
     assert not alg.flags() & alg.FlagNoThreading
     assert alg.flags() & alg.FlagSupportsBatch and alg.flags() & alg.FlagCanCancel
     scale = alg.parameterDefinition("SCALE")
-    assert scale.defaultValue() == 2.0 and 1.0 < scale.minimum() <= 1.01 and scale.maximum() == 16.0
+    # No bounds on the spin box (it would clamp 0 to the minimum without a word); checked with a message.
+    assert scale.defaultValue() == 2.0 and scale.maximum() > 1e300
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert {"MODEL", "BANDS", "DEVICE", "SEED", "SAMPLES", "UNCERTAINTY", "TILE_SIZE", "CREATION_OPTIONS"} <= advanced
+    assert {"MODEL", "BANDS", "DEVICE", "SEED", "SAMPLES", "TILE_SIZE", "CREATION_OPTIONS"} <= advanced
+    # The Graphical Modeler cannot show an advanced output: no destination is flagged advanced.
+    assert not [p.name() for p in alg.destinationParameterDefinitions() if p.flags() & p.FlagAdvanced]
     device = alg.parameterDefinition("DEVICE")
-    assert device.options() == ["auto", "cpu", "cuda"] and device.usesStaticStrings()
-    assert device.defaultValue() == "auto"
+    assert device.options()[:2] == ["Automatic", "CPU"] and device.usesStaticStrings()
+    assert device.defaultValue() == "Automatic"
     assert alg.parameterDefinition("SAMPLES").maximum() == 16
     assert alg.parameterDefinition("MODEL").flags() & alg.parameterDefinition("MODEL").FlagOptional
     assert "bundled" in alg.shortHelpString() and "Tile size" in alg.shortHelpString()
+    assert "small demonstration model" in alg.shortHelpString() and "MODEL_CARD.md" in alg.shortHelpString()
+    # The creation-options editor this QGIS has: the Python widget (3.22) or the C++ widget type (3.40).
+    widget = alg.parameterDefinition("CREATION_OPTIONS").metadata()["widget_wrapper"]
+    if "class" in widget:
+        module, _, name = widget["class"].rpartition(".")
+        assert getattr(importlib.import_module(module), name)
+    else:
+        assert widget == {"widget_type": "rasteroptions"}
     assert not alg.icon().isNull()
 
 
@@ -264,13 +205,13 @@ def test_background_task_reports_progress_and_cancels_cleanly(provider, rasters,
 
 # --- errors a user can make ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("extra, message", [
-    ({"SCALE": 1.0}, "greater than 1"),
-    ({"SCALE": 20.0}, "maximum of 16"),
-    ({"MODEL": "missing-model.pt"}, "Model file not found"),
+    ({"SCALE": 1.0}, "'Scale factor' must be greater than 1 (got 1)"),
+    ({"SCALE": 20.0}, "'Scale factor' 20 is above the maximum of 16"),
+    ({"MODEL": "missing-model.pt"}, "'Model file' not found"),
     ({"BANDS": "1,two"}, "band numbers separated by commas"),
     ({"BANDS": "1,5"}, "band 5 does not exist"),
     ({"TILE_SIZE": 10}, "tile size"),
-    ({"UNCERTAINTY": "unc.tif"}, "set Samples to 2 or more"),
+    ({"UNCERTAINTY": "unc.tif"}, "set 'Samples' to 2 or more"),
     ({"CREATION_OPTIONS": "COMPRESS=NOPE"}, "COMPRESS"),
 ])
 def test_bad_parameters_give_clear_errors(provider, rasters, tiny_model_file, tmp_path, extra, message):
@@ -289,16 +230,21 @@ def test_no_model_and_none_bundled(provider, rasters, tmp_path, monkeypatch):
     import e2diffsr_core.api
 
     monkeypatch.setattr(e2diffsr_core.api, "default_model_path", lambda: None)
-    with pytest.raises(QgsProcessingException, match="no bundled model: choose an E2DiffSR model"):
+    with pytest.raises(QgsProcessingException, match="no bundled model is installed; give one in 'Model file'"):
         run({"INPUT": str(rasters["a48"]), "SCALE": 2.0, "OUTPUT": str(tmp_path / "x.tif")})
     assert leftovers(tmp_path) == []
 
 
 def test_missing_torch_is_explained(provider, rasters, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail as if it were not installed
+    monkeypatch.setattr(devices, "nvidia_gpu_present", lambda: False)
     msg = deps.problem()
     assert "PyTorch" in msg and ("No module named" in msg or "halted" in msg)
-    assert "-m pip install" in msg and '"torch>=2.1"' in msg and '"numpy<2"' in msg
+    assert "-m pip install" in msg and "'torch>=2.1'" in msg
+    # numpy 1 (QGIS 3.22 on Debian 12) is pinned so pip keeps the numpy GDAL was built with; numpy 2 is left alone.
+    assert ("'numpy<2'" in msg) == (int(np.__version__.split(".")[0]) < 2)
+    # No NVIDIA GPU on the test machine: the CPU-only build, not PyPI's CUDA build.
+    assert "--index-url https://download.pytorch.org/whl/cpu" in msg and "Set up PyTorch" in msg
     assert deps.ENV_VAR in msg
     with pytest.raises(QgsProcessingException, match="pip install"):
         run({"INPUT": str(rasters["a48"]), "SCALE": 2.0, "OUTPUT": str(tmp_path / "x.tif")})

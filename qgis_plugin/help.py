@@ -1,0 +1,42 @@
+"""The algorithm's help text (the right-hand panel of its dialog)."""
+
+from pathlib import Path
+
+from .deps import LIB_DIR
+
+MODEL_CARD_URL = "https://github.com/e2diffsr/e2diffsr-qgis/blob/main/e2diffsr_core/weights/MODEL_CARD.md"
+
+
+def _model_card_link() -> str:
+    """The bundled model card as a local file when the plugin carries it, else the project's copy online."""
+    for root in (LIB_DIR, Path(__file__).resolve().parent.parent):
+        card = root / "e2diffsr_core" / "weights" / "MODEL_CARD.md"
+        if card.is_file():
+            return f'<a href="{card.as_uri()}">model card</a> (<a href="{MODEL_CARD_URL}">online</a>)'
+    return f'<a href="{MODEL_CARD_URL}">model card</a>'
+
+
+HELP = f"""<p>Enlarges a raster by any factor above 1 (x2, x2.6, x3.4, x4 ... up to x16) with the E2DiffSR \
+latent-diffusion super-resolution model. The output covers the same area in the same CRS with \
+int(width &times; scale) &times; int(height &times; scale) pixels, the same bands, data type and NoData. \
+The result is loaded as "<i>input name</i> x<i>scale</i>".</p>
+<p><b>The bundled model is a small demonstration model</b> (trained for minutes on four pictures): it makes \
+the plugin work out of the box and is sharper than bicubic, but for real work use a converted or \
+retrained model in <b>Model file</b>. See its {_model_card_link()}.</p>
+<p><b>Scale factor</b>: above 1, up to 16. The model was trained for 1 to 8; larger scales work but look softer \
+(the log warns before the run).</p>
+<p><b>Model file</b>: a model file (.pt); leave empty to use the bundled model.</p>
+<p><b>Bands</b>: which bands to process, e.g. <code>1,2,3</code> (empty: all). They are processed in groups of \
+three; a single band (panchromatic, DEM) is handled as grey.</p>
+<p><b>Device</b>: <i>Automatic</i> uses a CUDA GPU when PyTorch sees one, else the CPU; or choose the CPU or one \
+GPU (<i>cuda:1 &mdash; its name</i>). Scripts may write auto, cpu, cuda or cuda:N.</p>
+<p><b>Random seed</b>: the model draws random noise; the same seed gives the same result.</p>
+<p><b>Samples</b> and <b>Uncertainty</b>: with several samples the output is their mean, and the optional \
+uncertainty raster holds their per-pixel standard deviation (where the model is unsure). It is loaded as \
+"<i>input name</i> x<i>scale</i> uncertainty".</p>
+<p><b>Tile size</b>: output pixels per tile side; 0 picks one that fits the device's memory. Tiles overlap and \
+are blended, so no seams appear.</p>
+<p><b>GeoTIFF creation options</b>: e.g. <code>COMPRESS=ZSTD;PREDICTOR=2</code> (separated by ; or |).</p>
+<p>Before the run the log states the plan (output size, tiles, device) and an estimated time measured with a \
+short test pass. Cancelling stops within a tile and leaves no output file. Requires PyTorch in the Python QGIS \
+uses; if it is missing, <i>Raster &gt; E2DiffSR &gt; Set up PyTorch...</i> installs it.</p>"""

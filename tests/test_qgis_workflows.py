@@ -1,0 +1,242 @@
+# ruff: noqa: F811 (pytest fixtures imported from qgis_support)
+"""What broke for analysts in QGIS: the Graphical Modeler, batch runs, layer names, scale and device checks.
+
+Headless (pytest-qgis); the model is a tiny random one, so each run takes about a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import stat
+import sys
+
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputLayerDefinition,
+    QgsProject,
+)
+from qgis_support import ALG, Recorder, leftovers, provider, rasters, run  # noqa: F401
+
+from qgis_plugin import devices
+from qgis_plugin.wording import for_qgis
+
+
+def algorithm():
+    return QgsApplication.processingRegistry().createAlgorithmById(ALG)
+
+
+def project_layer_names():
+    return sorted(layer.name() for layer in QgsProject.instance().mapLayers().values())
+
+
+# --- the Graphical Modeler ---------------------------------------------------------------------------------------
+def test_modeler_dialog_shows_advanced_parameters(provider, qgis_iface):
+    """Adding the algorithm to a model and clicking "Show advanced parameters" used to raise KeyError."""
+    from processing.modeler.ModelerParametersDialog import ModelerParametersDialog, ModelerParametersPanelWidget
+
+    model = QgsProcessingModelAlgorithm("m", "g")
+    dialog = ModelerParametersDialog(algorithm(), model)
+    panel = dialog.findChildren(ModelerParametersPanelWidget)[0]
+    assert panel.advancedButton.text() == "Show advanced parameters"
+    panel.showAdvancedParametersClicked()  # raised KeyError: 'UNCERTAINTY' before the fix
+    assert panel.advancedButton.text() == "Hide advanced parameters"
+    for name in ("MODEL", "DEVICE", "TILE_SIZE", "CREATION_OPTIONS"):
+        assert panel.widget_labels[name].isVisibleTo(dialog), name
+    child = dialog.createAlgorithm()  # what OK does: the child algorithm with every value the dialog holds
+    assert child is not None and child.algorithmId() == ALG
+    assert child.parameterSources()["DEVICE"][0].staticValue() == "Automatic"
+    panel.showAdvancedParametersClicked()
+    assert not panel.widget_labels["MODEL"].isVisibleTo(dialog)
+    dialog.deleteLater()
+
+
+# --- batch processing ------------------------------------------------------------------------------------------
+def run_batch(rows, project):
+    """The loop of QGIS's batch dialog (3.22: BatchAlgorithmDialog.runAlgorithm; 3.40: the C++ base class
+    QgsProcessingBatchAlgorithmDialogBase), without the dialog.
+
+    Each row's destinations are QgsProcessingOutputLayerDefinition(text, project), the empty optional
+    Uncertainty included, exactly as BatchPanel.parametersForRow builds them; after each row the results are
+    loaded by handleAlgorithmResults, which reports the layers it could not load.
+    """
+    from processing.gui.Postprocessing import handleAlgorithmResults
+    from processing.tools import dataobjects
+
+    alg = algorithm()
+    feedback = Recorder()
+    multi = QgsProcessingMultiStepFeedback(len(rows), feedback)
+    for i, row in enumerate(rows):
+        multi.setCurrentStep(i)
+        params = {k: QgsProcessingOutputLayerDefinition(v, project) if k in ("OUTPUT", "UNCERTAINTY") else v
+                  for k, v in row.items()}
+        params = alg.preprocessParameters(params)
+        context = dataobjects.createContext(feedback)
+        results, ok = alg.run(params, context, multi)
+        assert ok, results
+        # QGIS 3.22 passes showResults=False; 3.40 dropped that argument.
+        if "showResults" in inspect.signature(handleAlgorithmResults).parameters:
+            assert handleAlgorithmResults(alg, context, multi, False, params)
+        else:
+            assert handleAlgorithmResults(alg, context, multi, params)
+    return feedback
+
+
+def test_batch_with_empty_optional_outputs_loads_cleanly(provider, rasters, tiny_model_file, tmp_path,
+                                                          qgis_new_project):
+    rows = [{"INPUT": str(rasters[name]), "SCALE": 2.0, "MODEL": str(tiny_model_file),
+             "OUTPUT": str(tmp_path / f"{name}_x2.tif"), "UNCERTAINTY": ""} for name in ("a48", "b40x32")]
+    feedback = run_batch(rows, QgsProject.instance())
+    errors = [text for kind, text in feedback.lines if kind == "error"]
+    assert not [e for e in errors if "not correctly generated" in e], errors
+    layers = list(QgsProject.instance().mapLayers().values())
+    assert len(layers) == 2 and all(layer.isValid() for layer in layers)
+    assert sorted(layer.source() for layer in layers) == sorted(row["OUTPUT"] for row in rows)
+    assert leftovers(tmp_path) == ["a48_x2.tif", "b40x32_x2.tif"]
+
+
+def test_batch_row_with_uncertainty_loads_both_layers(provider, rasters, tiny_model_file, tmp_path,
+                                                       qgis_new_project):
+    rows = [{"INPUT": str(rasters["a48"]), "SCALE": 1.5, "MODEL": str(tiny_model_file), "SAMPLES": 2,
+             "OUTPUT": "TEMPORARY_OUTPUT", "UNCERTAINTY": "TEMPORARY_OUTPUT"}]
+    feedback = run_batch(rows, QgsProject.instance())
+    assert not [text for kind, text in feedback.lines if kind == "error"]
+    assert project_layer_names() == ["a48 x1.5", "a48 x1.5 uncertainty"]
+
+
+# --- layer names -----------------------------------------------------------------------------------------------
+def test_result_layers_are_named_after_the_input_and_scale(provider, rasters, tiny_model_file, qgis_new_project):
+    import processing
+
+    for name in ("a48", "b40x32"):
+        processing.runAndLoadResults(ALG, {"INPUT": str(rasters[name]), "SCALE": 2.5, "MODEL": str(tiny_model_file),
+                                           "OUTPUT": "TEMPORARY_OUTPUT"})
+    processing.runAndLoadResults(ALG, {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file),
+                                       "SAMPLES": 2, "OUTPUT": "TEMPORARY_OUTPUT", "UNCERTAINTY": "TEMPORARY_OUTPUT"})
+    assert project_layer_names() == ["a48 x2", "a48 x2 uncertainty", "a48 x2.5", "b40x32 x2.5"]
+    uncertainty = QgsProject.instance().mapLayersByName("a48 x2 uncertainty")[0]
+    assert uncertainty.dataProvider().dataType(1) == gdal.GDT_Float32 and uncertainty.width() == 96
+
+
+def test_a_name_given_by_the_user_is_kept(provider, rasters, tiny_model_file):
+    alg = algorithm()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    out = QgsProcessingOutputLayerDefinition("TEMPORARY_OUTPUT", QgsProject.instance())
+    out.destinationName = "my sharp ortho"
+    params = {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "OUTPUT": out}
+    results, ok = alg.run(params, context, Recorder())
+    assert ok
+    assert [d.name for d in context.layersToLoadOnCompletion().values()] == ["my sharp ortho"]
+
+
+# --- scale: refused with a message, never clamped; the above-8 warning before the run --------------------------
+@pytest.mark.parametrize("scale, message", [
+    (0, "'Scale factor' must be greater than 1 (got 0)"),
+    (1, "'Scale factor' must be greater than 1 (got 1)"),
+    (100, "'Scale factor' 100 is above the maximum of 16; for a larger enlargement run the algorithm twice"),
+])
+def test_scale_out_of_range_is_refused(provider, rasters, tiny_model_file, tmp_path, scale, message):
+    params = {"INPUT": str(rasters["a48"]), "SCALE": scale, "MODEL": str(tiny_model_file),
+              "OUTPUT": str(tmp_path / "out.tif")}
+    ok, msg = algorithm().checkParameterValues(params, QgsProcessingContext())
+    assert not ok and msg.startswith(message)
+    with pytest.raises(QgsProcessingException, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run(params)
+    # Batch rows and models skip checkParameterValues: the run refuses it too.
+    results, ok = algorithm().run(params, QgsProcessingContext(), Recorder())
+    assert not ok
+    assert leftovers(tmp_path) == []
+
+
+def test_above_trained_range_is_warned_before_the_run(provider, rasters, tiny_model_file, tmp_path):
+    feedback = Recorder()
+    run({"INPUT": str(rasters["b40x32"]), "SCALE": 10, "MODEL": str(tiny_model_file), "DEVICE": "cpu",
+         "OUTPUT": str(tmp_path / "x10.tif")}, feedback)
+    lines = [text for _, text in feedback.lines]
+    warn = [i for i, (kind, text) in enumerate(feedback.lines) if kind == "warning" and "trained for (1 to 8)" in text]
+    plan = [i for i, text in enumerate(lines) if text.startswith("Plan:")]
+    done = [i for i, text in enumerate(lines) if text.startswith("Done:")]
+    assert len(warn) == 1 and plan and done and warn[0] < plan[0] < done[0], lines
+    assert "'Scale factor' 10 is beyond" in lines[warn[0]]
+
+
+# --- the plan and the estimate -----------------------------------------------------------------------------------
+def test_plan_and_estimate_are_logged_before_the_run(provider, rasters, tiny_model_file, tmp_path, monkeypatch):
+    from qgis_plugin import estimate
+
+    monkeypatch.setattr(estimate, "PROBE_OUTPUT", 32)  # a 128 x 128 px run is then worth an estimate
+    feedback = Recorder()
+    run({"INPUT": str(rasters["c64"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": "CPU",
+         "TILE_SIZE": 64, "OUTPUT": str(tmp_path / "p.tif")}, feedback)
+    plan = next(text for text in feedback.infos if text.startswith("Plan:"))
+    # 128 x 128 px out of 64 px tiles with overlap: 3 x 3 tiles, as the engine plans them.
+    assert "128 x 128 px output, 3 band(s) in 1 group(s)" in plan and "9 tile(s) of 64 px, on the CPU" in plan
+    assert "Estimated time: about " in plan and "32 x 32 px test pass" in plan
+    assert feedback.infos.index(plan) < min(i for i, t in enumerate(feedback.infos) if t.startswith("device: "))
+
+
+# --- devices -----------------------------------------------------------------------------------------------------
+def test_device_list_and_aliases(provider, rasters, tiny_model_file, tmp_path):
+    alg = algorithm()
+    options = alg.parameterDefinition("DEVICE").options()
+    assert options[:2] == ["Automatic", "CPU"]
+    assert all(o.startswith("cuda:") and devices.SEPARATOR in o for o in options[2:])
+    for value in ("CPU", "cpu"):  # the list's entry, and what scripts and qgis_process write
+        res = run({"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": value,
+                   "OUTPUT": str(tmp_path / f"{value}.tif")})
+        assert res["USED_DEVICE"] == "cpu"
+    with pytest.raises(QgsProcessingException) as err:
+        run({"INPUT": str(rasters["a48"]), "SCALE": 2.0, "DEVICE": "gpu", "OUTPUT": str(tmp_path / "g.tif")})
+    assert "'Device' 'gpu' is not available here; choose one of: Automatic, CPU" in str(err.value)
+    assert "--device" not in str(err.value)
+
+
+@pytest.fixture
+def fake_nvidia_smi(tmp_path, monkeypatch):
+    """An nvidia-smi on PATH that reports two GPUs, as the real one does with --query-gpu=index,name."""
+    exe = tmp_path / "bin" / "nvidia-smi"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\nprintf '0, NVIDIA H200\\n1, NVIDIA RTX A5000\\n'\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    devices.cuda_devices.cache_clear()
+    yield
+    devices.cuda_devices.cache_clear()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a shell script stands in for nvidia-smi")
+def test_each_gpu_is_listed_by_index_and_name(fake_nvidia_smi, monkeypatch):
+    assert devices.device_options() == ["Automatic", "CPU", "cuda:0 — NVIDIA H200", "cuda:1 — NVIDIA RTX A5000"]
+    assert devices.nvidia_gpu_present()
+    assert devices.engine_device("cuda:1 — NVIDIA RTX A5000") == "cuda:1"
+    assert devices.list_entry("cuda", devices.device_options()) == "cuda:0 — NVIDIA H200"
+    # CUDA renumbers what CUDA_VISIBLE_DEVICES shows: the A5000 alone is cuda:0.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    devices.cuda_devices.cache_clear()
+    assert devices.device_options()[2:] == ["cuda:0 — NVIDIA RTX A5000"]
+
+
+def test_engine_messages_are_worded_for_qgis():
+    """The engine's messages that name command-line options, as QGIS shows them."""
+    from e2diffsr_core.api import NO_MODEL
+
+    cases = {
+        "device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu":
+            "device 'cuda' was asked for but PyTorch sees no CUDA GPU; set 'Device' to CPU",
+        "out of memory on cuda:0 even with 64 px tiles; use --device cpu or free memory":
+            "out of memory on cuda:0 even with 64 px tiles; set 'Device' to CPU or free memory",
+        "no bands selected; select at least one band, e.g. --bands 1,2,3":
+            "no bands selected; select at least one band, e.g. 'Bands' 1,2,3",
+        NO_MODEL: "no model file given and no bundled model is installed; give one in 'Model file' (advanced "
+                  "parameters)",
+    }
+    for engine, qgis in cases.items():
+        assert for_qgis(engine) == qgis
