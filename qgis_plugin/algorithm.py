@@ -36,8 +36,13 @@ from . import deps, devices, outputs
 from .help import HELP
 from .wording import LABELS, for_qgis, label
 
-MAX_SCALE = 16.0       # the engine's limit (e2diffsr_core.model.config max_scale)
-TRAINED_MAX_SCALE = 8  # beyond it results get softer
+
+def _rules():
+    """The engine's limits (e2diffsr_core.rules: no torch, no GDAL), so the plugin never keeps its own copy."""
+    deps.add_paths()
+    from e2diffsr_core import rules
+
+    return rules
 
 
 def tr(text: str) -> str:
@@ -65,16 +70,18 @@ def scale_problem(scale: float) -> str | None:
     if not math.isfinite(scale) or scale <= 1.0:
         return tr(f"{label('SCALE')} must be greater than 1 (got {scale:g}): it is how many times larger the "
                   "output is, e.g. 2 doubles the resolution. This algorithm only enlarges.")
-    if scale > MAX_SCALE:
-        return tr(f"{label('SCALE')} {scale:g} is above the maximum of {MAX_SCALE:g}; for a larger enlargement "
+    max_scale = _rules().MAX_SCALE
+    if scale > max_scale:
+        return tr(f"{label('SCALE')} {scale:g} is above the maximum of {max_scale:g}; for a larger enlargement "
                   f"run the algorithm twice (e.g. x{math.sqrt(scale):.3g} and x{math.sqrt(scale):.3g}).")
     return None
 
 
 def scale_warning(scale: float) -> str | None:
-    if scale > TRAINED_MAX_SCALE:
+    trained = _rules().TRAINED_MAX_SCALE
+    if scale > trained:
         return tr(f"{label('SCALE')} {scale:g} is beyond the range the model was trained for (1 to "
-                  f"{TRAINED_MAX_SCALE}): the result will look softer than at x{TRAINED_MAX_SCALE} or below.")
+                  f"{trained:g}): the result will look softer than at x{trained:g} or below.")
     return None
 
 
@@ -178,7 +185,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                                        defaultValue=devices.AUTO, usesStaticStrings=True),
             QgsProcessingParameterNumber(self.SEED, tr(LABELS["SEED"]), integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber(self.SAMPLES, tr(f"{LABELS['SAMPLES']} (averaged)"), integer,
-                                         defaultValue=1, minValue=1, maxValue=16),
+                                         defaultValue=1, minValue=1, maxValue=_rules().MAX_SAMPLES),
             QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} in output pixels (0: "
                                                             "automatic)"), integer, defaultValue=0, minValue=0),
             options,
