@@ -118,12 +118,12 @@ def _check(sr: np.ndarray, lr: np.ndarray, valid, where: Placement, passes: int)
 
 
 def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None, passes: int = PASSES,
-                 where: Placement | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 where: Placement | None = None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Make ``sr`` [..., C, H, W] (in [0, 1]) consistent with ``lr`` [..., C, h, w].
 
     ``valid`` [..., h, w] marks the usable input pixels (all when None); ``where`` places both windows in the
-    whole image (the whole image when None). Every leading index (tile, sample, band group) is corrected on
-    its own. Returns (corrected, correction = corrected - sr), float32.
+    whole image (the whole image when None); the arithmetic runs on ``device``. Every leading index (tile,
+    sample, band group) is corrected on its own. Returns (corrected, correction = corrected - sr), float32.
     """
     where = where or Placement.whole(lr.shape[-2:], sr.shape[-2:])
     _check(sr, lr, valid, where, passes)
@@ -132,19 +132,21 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
                where.out_origin[0], where.out_origin[0] + H)
     ax = _Axis(where.lr_size[1], where.out_size[1], where.lr_origin[1], where.lr_origin[1] + w,
                where.out_origin[1], where.out_origin[1] + W)
-    x0 = torch.from_numpy(np.ascontiguousarray(sr, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32))
+    dev = torch.device(device)
+    x0 = torch.from_numpy(np.ascontiguousarray(sr, dtype=np.float32)).to(dev)
+    y = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(dev)
     mask = ay.usable[:, None] & ax.usable[None, :]
     if valid is not None:
         mask = mask & torch.from_numpy(np.asarray(valid, bool))
-    mask = mask.float().unsqueeze(-3)  # broadcast over channels
-    weight = (ay.up @ mask @ ax.up.T).clamp_min(MIN_WEIGHT)
+    mask = mask.float().unsqueeze(-3).to(dev)  # broadcast over channels
+    down_y, down_x, up_y, up_x = (m.to(dev) for m in (ay.down, ax.down.T, ay.up, ax.up.T))
+    weight = (up_y @ mask @ up_x).clamp_min(MIN_WEIGHT)
     y = y * mask  # fill values of invalid pixels never enter the arithmetic
     x = x0
     for _ in range(int(passes)):
-        residual = y - mask * (ay.down @ x @ ax.down.T)
-        x = (x + (ay.up @ residual @ ax.up.T) / weight).clamp_(0.0, 1.0)
-    return x.numpy(), (x - x0).numpy()
+        residual = y - mask * (down_y @ x @ down_x)
+        x = (x + (up_y @ residual @ up_x) / weight).clamp_(0.0, 1.0)
+    return x.cpu().numpy(), (x - x0).cpu().numpy()
 
 
 def psnr_to_input(sr: np.ndarray, lr: np.ndarray, peak: float = 1.0) -> float:
