@@ -25,7 +25,7 @@ import torch
 
 from .errors import E2DiffSRError
 
-PASSES = 3  # measured on the validation pictures: ~55-60 dB to the input, see docs/design.md
+PASSES = 3  # the trade-off of 1 to 5 passes on the validation pictures: scripts/consistency_passes.py
 A = -0.5  # PIL's bicubic (Keys) parameter; torch's antialiased bicubic uses the same
 SUPPORT = 2.0  # of the cubic kernel, in pixels of the coarser grid
 MIN_WEIGHT = 0.5  # below this enlarged validity a pixel lies outside the valid input and is damped, not amplified
