@@ -24,6 +24,7 @@ from e2diffsr_core.engine import superresolve_array
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 4
+ZOOM = 2  # display enlargement of each crop
 # dark blue (no correction) -> purple -> orange -> light yellow (large correction)
 RAMP = np.array([[13, 8, 60], [110, 30, 130], [220, 90, 60], [250, 200, 80], [252, 250, 200]], np.float64)
 
@@ -83,12 +84,11 @@ def main() -> None:
     ap.add_argument("--model", help="model file (default: the bundled model)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "consistency.png"))
     ap.add_argument("--crop", default="150,120,120", help="x,y,size of the crop in the original (pixels)")
-    ap.add_argument("--zoom", type=int, default=2, help="display enlargement of each crop")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     shown, labels = panels(open_model(args.model, "cpu"), args.seed)
     x, y, size = (int(v) for v in args.crop.split(","))
-    z = size * args.zoom
+    z = size * ZOOM
     canvas = Image.new("RGB", (len(shown) * (z + 8) + 8, z + 44), "white")
     draw = ImageDraw.Draw(canvas)
     for i, ((_, img), (name, note)) in enumerate(zip(shown, labels)):
