@@ -4,7 +4,8 @@ The model learned to invert one degradation, PIL's antialiased bicubic reduction
 stretched by the reduction factor, weights renormalised at the image border): that is how every LR image
 of the training data and of the authors' test protocol was made. A consistent output is one that this
 reduction maps back onto the input. Each pass reduces the output to the LR grid, takes the residual
-``input - reduced``, enlarges it with PIL's bicubic and adds it, then clips to [0, 1].
+``input - reduced``, enlarges it with PIL's bicubic and adds it (over-relaxed by ``STEP``), then clips
+to [0, 1].
 
 Everything works on the *global* grids: a window of the output at any origin, with the LR window around
 it, is corrected exactly as the whole image would be wherever it lies at least :func:`halo` output pixels
@@ -28,6 +29,8 @@ from .errors import E2DiffSRError
 PASSES = 3  # the trade-off of 1 to 5 passes on the validation pictures: scripts/consistency_passes.py
 A = -0.5  # PIL's bicubic (Keys) parameter; torch's antialiased bicubic uses the same
 SUPPORT = 2.0  # of the cubic kernel, in pixels of the coarser grid
+STEP = 1.3  # over-relaxation: each pass adds 1.3x its enlarged residual, which speeds up the fine detail
+# the reduction damps most (lowest picture after 3 passes: 56 dB against 52 dB with 1.0, same PSNR to the truth)
 MIN_WEIGHT = 0.5  # below this enlarged validity a pixel lies outside the valid input and is damped, not amplified
 
 
@@ -118,7 +121,8 @@ def _check(sr: np.ndarray, lr: np.ndarray, valid, where: Placement, passes: int)
 
 
 def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None, passes: int = PASSES,
-                 where: Placement | None = None, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                 where: Placement | None = None, device: str | torch.device = "cpu",
+                 step: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Make ``sr`` [..., C, H, W] (in [0, 1]) consistent with ``lr`` [..., C, h, w].
 
     ``valid`` [..., h, w] marks the usable input pixels (all when None); ``where`` places both windows in the
@@ -140,7 +144,7 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
         mask = mask & torch.from_numpy(np.asarray(valid, bool))
     mask = mask.float().unsqueeze(-3).to(dev)  # broadcast over channels
     down_y, down_x, up_y, up_x = (m.to(dev) for m in (ay.down, ax.down.T, ay.up, ax.up.T))
-    weight = (up_y @ mask @ up_x).clamp_min(MIN_WEIGHT)
+    weight = (up_y @ mask @ up_x).clamp_min(MIN_WEIGHT) / (STEP if step is None else step)
     y = y * mask  # fill values of invalid pixels never enter the arithmetic
     x = x0
     for _ in range(int(passes)):
