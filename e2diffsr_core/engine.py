@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .consistency import PASSES, Placement, back_project
 from .errors import Cancelled, E2DiffSRError
 from .model import E2DiffSR, Geometry
 
@@ -211,6 +212,7 @@ class EngineResult:
     tiles: int
     row_starts: list[int]
     col_starts: list[int]
+    correction: np.ndarray | None = None  # superresolve_array(correction_map=True): per band |correction|
 
 
 class LatentCanvas:
@@ -294,8 +296,11 @@ class TiledSR:
 
     def __init__(self, model: E2DiffSR, device: torch.device, tile: int = 0, overlap: int = 0,
                  precision: str = "auto", ram_budget: float | None = None, batch: int = 0,
-                 workdir: str | None = None, diffusion_window: int = 0):
+                 workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
+                 passes: int = PASSES):
         self.model = model
+        # back-project every decoded tile onto the input (consistency.py); False: the model's own output
+        self.passes = int(passes) if consistency else 0
         self.device = device
         self.tile = int(tile)
         self.overlap = int(overlap)
@@ -319,9 +324,12 @@ class TiledSR:
     def run(self, read: Reader, write: Writer, lr_size: tuple[int, int], scale: float, seed: int = 0,
             samples: int = 1, groups: list[list[int]] | None = None, combine=None, channels: int = 3,
             progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
-            log: Callable[[str], None] | None = None, out_size: tuple[int, int] | None = None) -> EngineResult:
+            log: Callable[[str], None] | None = None, out_size: tuple[int, int] | None = None,
+            correction: Writer | None = None) -> EngineResult:
         """``out_size`` (height, width) overrides int(h * scale) x int(w * scale), e.g. for a target pixel size
-        whose two axes scale differently; ``scale`` then only sizes the tiles."""
+        whose two axes scale differently; ``scale`` then only sizes the tiles.
+        correction(x, y, |correction| [C, h, w], valid, None), when given: the size of the consistency
+        correction (per band, [0, 1] units, mean over samples) of the pixels handed to ``write``."""
         h, w = lr_size
         out_size = tuple(out_size) if out_size is not None else (int(h * scale), int(w * scale))
         if min(out_size) < 16:
@@ -335,7 +343,7 @@ class TiledSR:
         while True:
             try:
                 return self._run(read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels,
-                                 tile, overlap, window, progress, cancel, log)
+                                 tile, overlap, window, progress, cancel, log, correction)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not is_oom(exc) or (tile <= 64 and window <= 256):
                     if is_oom(exc):
@@ -351,7 +359,7 @@ class TiledSR:
                     log(f"out of memory: retrying with {tile} px tiles")
 
     def _run(self, read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels, tile,
-             overlap, window, progress, cancel, log) -> EngineResult:
+             overlap, window, progress, cancel, log, correction=None) -> EngineResult:
         model = self.model
         H, W = out_size
         LH, LW = H // LATENT, W // LATENT
@@ -415,7 +423,7 @@ class TiledSR:
                 z = nxt
             # phase 3: the decoder, per output tile, blended and written as soon as final
             self._decode_and_write(read, write, lr_size, out_size, rows, cols, lr_win, groups, combine, channels,
-                                   S, z, batch_tiles, ticker, cancel)
+                                   S, z, batch_tiles, ticker, cancel, correction)
         finally:
             for canvas in canvases:
                 canvas.close()
@@ -436,9 +444,9 @@ class TiledSR:
             ci += len(chunk)
 
     def _decode_and_write(self, read, write, lr_size, out_size, rows, cols, lr_win, groups, combine, channels,
-                          samples, z0, batch_tiles, ticker, cancel):
+                          samples, z0, batch_tiles, ticker, cancel, correction=None):
         H, W = out_size
-        n_out = channels * (2 if samples > 1 else 1)
+        n_out = channels * (2 if samples > 1 else 1) + (channels if correction else 0)
         carry_top = None  # accumulated (values, weights) of the rows shared with the previous tile row
         for ri, ry in enumerate(rows):
             next_row_overlap = rows[ri + 1].start if ri + 1 < len(rows) else ry.stop
@@ -450,7 +458,7 @@ class TiledSR:
             for chunk, first in self._chunks(cols, batch_tiles):
                 _check(cancel)
                 results = self._decode_tiles(read, lr_size, out_size, ry, chunk, lr_win, groups, combine,
-                                             samples, z0)
+                                             samples, z0, correction is not None)
                 for i, (cx, (values, valid)) in enumerate(zip(chunk, results)):
                     ci = first + i
                     next_col_overlap = cols[ci + 1].start if ci + 1 < len(cols) else cx.stop
@@ -467,7 +475,8 @@ class TiledSR:
                     final_w = acc.shape[2] - keep_cols
                     if final_h > 0 and final_w > 0:
                         out = acc[:n_out, :final_h, :final_w] / acc[n_out:, :final_h, :final_w]
-                        self._emit(write, cx.start, ry.start, out, valid[:final_h, :final_w], channels, samples)
+                        self._emit(write, cx.start, ry.start, out, valid[:final_h, :final_w], channels, samples,
+                                   correction)
                     if keep_rows:
                         carry_bottom[:, :, cx.start:cx.start + final_w] = acc[:, final_h:, :final_w]
                     carry_left = acc[:, :, final_w:].copy()
@@ -475,13 +484,15 @@ class TiledSR:
             carry_top = carry_bottom
 
     @staticmethod
-    def _emit(write, x, y, out, valid, channels, samples):
+    def _emit(write, x, y, out, valid, channels, samples, correction=None):
         mean = out[:channels]
         std = None
         if samples > 1:
-            var = out[channels:] - mean * mean  # blended E[x^2] - (blended E[x])^2
+            var = out[channels:2 * channels] - mean * mean  # blended E[x^2] - (blended E[x])^2
             std = np.sqrt(np.maximum(var, 0.0))
         write(x, y, mean, valid, std)
+        if correction is not None:
+            correction(x, y, out[-channels:], valid, None)
 
     def _inputs(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, groups):
         """LR windows of a batch of same-size tiles of one tile row: (lr [n*G, 3, h, w], geometry, valids,
@@ -507,8 +518,9 @@ class TiledSR:
         return lr, geo, valids, lr_origins
 
     def _decode_tiles(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, groups, combine,
-                      samples, z0: LatentCanvas):
-        """Decode a batch of same-size tiles of one tile row; return each one's (values, valid) contribution."""
+                      samples, z0: LatentCanvas, with_correction: bool = False):
+        """Decode a batch of same-size tiles of one tile row; return each one's (values, valid) contribution
+        (values: the mean, then E[x^2] when samples > 1, then the mean |correction| when asked)."""
         G, n = len(groups), len(chunk)
         lr, geo, valids, lr_origins = self._inputs(read, lr_size, out_size, ry, chunk, lr_win, groups)
         lat = geo.latent_size
@@ -518,6 +530,7 @@ class TiledSR:
         # the LR of each tile repeated for its samples: [n, G, ...] -> [n, S, G, ...]
         lr = lr.reshape(n, 1, G, *lr.shape[1:]).expand(n, samples, G, *lr.shape[1:]).reshape(-1, *lr.shape[1:])
         out = self._decode(torch.from_numpy(z), lr, geo)  # [n*S*G, 3, oh, ow] in [0, 1]
+        delta = self._make_consistent(out, lr.numpy(), valids, lr_origins, lr_size, out_size, ry, chunk)
         results = []
         sy = ry.start - ry.comp_start
         hh = ry.stop - ry.start
@@ -529,9 +542,26 @@ class TiledSR:
             values = stack.mean(0)
             if samples > 1:
                 values = np.concatenate([values, (stack * stack).mean(0)], axis=0)
+            if with_correction:
+                d = np.abs(delta[i * samples * G:(i + 1) * samples * G, :, sy:sy + hh, sx:sx + ww])
+                d = np.stack([combine([d[k * G + g] for g in range(G)]) for k in range(samples)]).mean(0)
+                values = np.concatenate([values, d], axis=0)
             valid = valid_out(valids[i], lr_size, out_size, lr_origins[i], (ry.start, cx.start), (hh, ww))
             results.append((values.astype(np.float32), valid))
         return results
+
+    def _make_consistent(self, out, lr, valids, lr_origins, lr_size, out_size, ry: Span, chunk: list[Span]):
+        """Back-project each decoded tile (all its samples and band groups) onto its LR window, in place, on
+        the global grids; return the correction (zero when consistency is off)."""
+        delta = np.zeros_like(out)
+        if not self.passes:
+            return delta
+        per = out.shape[0] // len(chunk)
+        for i, cx in enumerate(chunk):
+            k = slice(i * per, (i + 1) * per)
+            where = Placement(lr_size, out_size, lr_origins[i], (ry.comp_start, cx.comp_start))
+            out[k], delta[k] = back_project(out[k], lr[k], valids[i], self.passes, where, self.device)
+        return delta
 
     @staticmethod
     def _tile_noise(noise, ly, lxs, lat, groups):
@@ -593,9 +623,11 @@ def _check(cancel) -> None:
 
 def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, device: str | torch.device = "cpu",
                        seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1, precision: str = "auto",
-                       diffusion_window: int = 0, progress=None,
-                       cancel=None) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
-    """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan)."""
+                       diffusion_window: int = 0, progress=None, cancel=None, consistency: bool = True,
+                       passes: int = PASSES,
+                       correction_map: bool = False) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
+    """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
+    ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]."""
     from .api import check_scale, resolve_device
 
     scale = check_scale(scale, model.cfg.max_scale)
@@ -605,6 +637,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     H, W = int(h * scale), int(w * scale)
     out = np.zeros((C, H, W), np.float32)
     std = np.zeros((C, H, W), np.float32) if samples > 1 else None
+    fix = np.zeros((C, H, W), np.float32) if correction_map else None
     image = np.asarray(image, np.float32)
 
     def read(x, y, ww, hh):
@@ -615,7 +648,12 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
         if std is not None and s is not None:
             std[:, y:y + s.shape[1], x:x + s.shape[2]] = s
 
-    engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window)
+    def write_fix(x, y, size, valid, _):
+        fix[:, y:y + size.shape[1], x:x + size.shape[2]] = size
+
+    engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window,
+                     consistency=consistency, passes=passes)
     res = engine.run(read, write, (h, w), scale, seed=seed, samples=samples, channels=C,
-                     progress=progress, cancel=cancel)
+                     progress=progress, cancel=cancel, correction=write_fix if correction_map else None)
+    res.correction = fix
     return out, std, res

@@ -5,8 +5,11 @@
 
 Protocol (reference README 1.1, 1.2): the HR image (uint8 RGB) is the target; LR = PIL bicubic to
 (int(W/s), int(H/s)); the model outputs the HR size; PSNR and SSIM on RGB uint8 with a border of ceil(s)
-removed. Also LPIPS and FID when their backbone weights are on disk, a high-frequency energy ratio (SR/HR,
-1.0 ideal) and seconds per image. A bicubic row (PIL bicubic of the uint8 LR to the HR size) is always there.
+removed. Each model gives two rows: its own output (raw) and the same output made consistent with the input
+(``--passes`` of back-projection, the raster tools' default); every row also says how well its output,
+reduced to the input grid the same way, reproduces the input. Also LPIPS and FID when their backbone
+weights are on disk, a high-frequency energy ratio (SR/HR, 1.0 ideal) and seconds per image. A bicubic row
+(PIL bicubic of the uint8 LR to the HR size) is always there.
 Writes PREFIX.json and PREFIX.md.
 """
 
@@ -22,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .consistency import PASSES, back_project
 from .errors import E2DiffSRError
 from .metrics import FIDMetric, LPIPSMetric, hf_ratio, psnr, ssim, to_uint8
 from .model import Geometry
 from .train.data import bicubic_pil, find_images, read_rgb, select_split, to_model
 
 BICUBIC = "Bicubic"
+CONSISTENT = " + consistency"
 
 
 def parse_scales(text: str) -> list[float]:
@@ -47,12 +52,31 @@ def make_lr(hr: np.ndarray, scale: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def super_resolve_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device) -> np.ndarray:
-    """Model output at exactly the HR size (not int(h*s)), through the whole-image geometry."""
+def sample_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device) -> torch.Tensor:
+    """Model output [1, 3, H, W] in [-1, 1] at exactly the HR size (not int(h*s)), whole-image geometry."""
     lr = to_model(lr_u8)[None].to(device)
     geo = Geometry.whole((lr.shape[2], lr.shape[3]), hr_size)
-    out = model.sample(lr, geo, generator=torch.Generator().manual_seed(seed))
-    return to_uint8(out)
+    return model.sample(lr, geo, generator=torch.Generator().manual_seed(seed))
+
+
+def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES) -> torch.Tensor:
+    """``out`` [1, 3, H, W] in [-1, 1] back-projected onto the LR (uint8 H x W x 3), as the raster tools do."""
+    sr01 = (out[0].float().clamp(-1, 1) * 0.5 + 0.5).cpu().numpy()
+    lr01 = lr_u8.transpose(2, 0, 1).astype(np.float32) / 255.0
+    fixed, _ = back_project(sr01, lr01, passes=passes, device=out.device)
+    return torch.from_numpy(fixed)[None] * 2 - 1
+
+
+def super_resolve_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
+                     passes: int = 0) -> np.ndarray:
+    """uint8 output at the HR size; ``passes`` > 0 makes it consistent with the input first."""
+    out = sample_to(model, lr_u8, hr_size, seed, device)
+    return to_uint8(consistent(out, lr_u8, passes) if passes else out)
+
+
+def psnr_to_input(sr: np.ndarray, lr: np.ndarray) -> float:
+    """How well the uint8 output reproduces the input: PSNR (dB) of its PIL bicubic reduction to the LR size."""
+    return psnr(bicubic_pil(sr, (lr.shape[1], lr.shape[0])), lr)
 
 
 def _names(paths: list[str]) -> list[str]:
@@ -65,9 +89,32 @@ def _names(paths: list[str]) -> list[str]:
     return [f"{n} ({i + 1})" for i, n in enumerate(names)]
 
 
+def _timed(device, fn, *args):
+    """(fn(*args), seconds), waiting for the GPU so that the time is the work's."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    result = fn(*args)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - t
+
+
+def _model_outputs(nets, lr, hr_size, seed, device, passes):
+    """(method, uint8 output, seconds) of each model: raw, then made consistent (its time includes the raw's)."""
+    rows = []
+    for name, net in nets:
+        out, sec = _timed(device, sample_to, net, lr, hr_size, seed, device)
+        rows.append((name, to_uint8(out), sec))
+        if passes:
+            fixed, extra = _timed(device, consistent, out, lr, passes)
+            rows.append((name + CONSISTENT, to_uint8(fixed), sec + extra))
+    return rows
+
+
 def evaluate(models: list[str], data, scales: list[float], split=None, subset: str = "test", device="cpu",
              seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
-             inception_weights=None, progress: bool = False) -> dict:
+             inception_weights=None, progress: bool = False, passes: int = PASSES) -> dict:
     from .api import open_model, resolve_device
 
     device = resolve_device(device)
@@ -75,9 +122,9 @@ def evaluate(models: list[str], data, scales: list[float], split=None, subset: s
     nets = [(name, open_model(p, device)) for name, p in zip(_names(models), models)]
     lpips_m = LPIPSMetric(lpips_net, lpips_weights, device)
     fid_m = FIDMetric(inception_weights, device)
-    methods = [BICUBIC] + [n for n, _ in nets]
-    acc = {(m, s): {"psnr": [], "ssim": [], "lpips": [], "hf_ratio": [], "seconds": [], "sr": [], "hr": []}
-           for m in methods for s in scales}
+    methods = [BICUBIC] + [m for n, _ in nets for m in ([n, n + CONSISTENT] if passes else [n])]
+    acc = {(m, s): {"psnr": [], "ssim": [], "lpips": [], "hf_ratio": [], "seconds": [], "sr": [], "hr": [],
+                    "psnr_lr": []} for m in methods for s in scales}
     skipped = []
     for i, path in enumerate(files):
         hr = read_rgb(path)
@@ -88,20 +135,13 @@ def evaluate(models: list[str], data, scales: list[float], split=None, subset: s
                 continue
             lr = make_lr(hr, s)
             border = math.ceil(s)
-            outputs = []
             t = time.perf_counter()
-            outputs.append((BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t))
-            for name, net in nets:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t = time.perf_counter()
-                sr = super_resolve_to(net, lr, (h, w), seed + i, device)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                outputs.append((name, sr, time.perf_counter() - t))
+            outputs = [(BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t)]
+            outputs += _model_outputs(nets, lr, (h, w), seed + i, device, passes)
             for name, sr, sec in outputs:
                 a = acc[(name, s)]
                 a["psnr"].append(psnr(sr, hr, border))
+                a["psnr_lr"].append(psnr_to_input(sr, lr))
                 a["ssim"].append(ssim(sr, hr, border))
                 a["hf_ratio"].append(hf_ratio(sr, hr, border))
                 a["seconds"].append(sec)
@@ -122,11 +162,13 @@ def evaluate(models: list[str], data, scales: list[float], split=None, subset: s
             "lpips": float(np.mean(a["lpips"])) if a["lpips"] else None,
             "fid": fid_m(a["sr"], a["hr"]) if fid_m.available else None,
             "hf_ratio": float(np.nanmean(a["hf_ratio"])),
+            "psnr_lr": float(np.mean(a["psnr_lr"])), "psnr_lr_min": float(np.min(a["psnr_lr"])),
             "sec_per_image": float(np.mean(a["seconds"])),
         })
     return {
         "protocol": "HR uint8 RGB; LR = PIL bicubic to (int(W/s), int(H/s)); output at the HR size; "
                     "PSNR/SSIM on RGB uint8 with a border of ceil(s) removed",
+        "passes": passes,
         "data": Path(data).name, "subset": subset if split else "all", "images": len(files),
         "scales": scales, "seed": seed, "device": str(device), "methods": methods,
         "models": {n: Path(p).name for n, p in zip(_names(models), models)},
@@ -163,6 +205,12 @@ def markdown(report: dict) -> str:
             f"- FID: {report['fid']}" if report["fid"].startswith("computed") else f"- {report['fid']}",
             "", "## High-frequency energy ratio (SR / HR; 1.0 is ideal) and seconds per image", ""]
     out += table(lambda r: "-" if r is None else f"{_fmt(r['hf_ratio'], '.3f')} / {r['sec_per_image']:.3f} s")
+    out += ["", "## Consistency with the input: PSNR (dB) of the output reduced to the input grid (PIL bicubic, "
+            "uint8) against the input, mean / lowest picture", ""]
+    out += table(lambda r: "-" if r is None else f"{r['psnr_lr']:.2f} / {r['psnr_lr_min']:.2f}")
+    if report.get("passes"):
+        out += ["", f"\"{CONSISTENT.strip()}\": the model's output back-projected onto the input, "
+                f"{report['passes']} passes (the raster tools' default)."]
     if report["skipped"]:
         out += ["", f"Skipped (no LR pixels): {', '.join(report['skipped'])}"]
     out += ["", f"Device {report['device']}, seed {report['seed']}.", ""]
@@ -192,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0, help="noise seed (image i uses seed + i)")
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    p.add_argument("--passes", type=int, default=PASSES,
+                   help=f"back-projection passes of the consistent rows (default {PASSES}; 0: raw rows only)")
     p.add_argument("--lpips-net", default="alex", choices=("alex", "vgg"),
                    help="LPIPS backbone (pyiqa's default: alex)")
     p.add_argument("--lpips-weights", help="torchvision weights file of that backbone (default: torch hub cache)")
@@ -204,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = evaluate(args.model, args.data, parse_scales(args.scales), split=args.split, subset=args.subset,
                           device=args.device, seed=args.seed, max_images=args.max_images, lpips_net=args.lpips_net,
-                          lpips_weights=args.lpips_weights, inception_weights=args.inception_weights, progress=True)
+                          lpips_weights=args.lpips_weights, inception_weights=args.inception_weights, progress=True,
+                          passes=args.passes)
         js, md = write_report(report, args.out)
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)

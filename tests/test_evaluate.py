@@ -54,24 +54,41 @@ def test_report_rows_and_bicubic_psnr(tmp_path, models, split, capsys):
                "--device", "cpu", *sum((["--model", str(m)] for m in models), [])])
     assert rc == 0
     report = json.loads(prefix.with_suffix(".json").read_text())
-    assert report["images"] == 2 and report["methods"] == ["Bicubic", "first", "second"]
+    methods = ["Bicubic", "first", "first + consistency", "second", "second + consistency"]
+    assert report["images"] == 2 and report["methods"] == methods and report["passes"] == 3
     assert sorted((r["method"], r["scale"]) for r in report["rows"]) == sorted(
-        (m, s) for m in ("Bicubic", "first", "second") for s in (2.0, 3.4))
+        (m, s) for m in methods for s in (2.0, 3.4))
     for s in (2.0, 3.4):
         row = next(r for r in report["rows"] if r["method"] == "Bicubic" and r["scale"] == s)
         expect = np.mean([independent_bicubic_psnr(DATA / name, s) for name in CROPS])
         assert row["psnr"] == pytest.approx(expect, abs=1e-9)
         assert 0 < row["ssim"] < 1 and 0 < row["hf_ratio"] < 1       # bicubic is blurrier than HR
+        expect = np.mean([bicubic_round_trip_psnr(DATA / name, s) for name in CROPS])
+        assert row["psnr_lr"] == pytest.approx(expect, abs=1e-9)
+        for m in ("first", "second"):
+            raw, fixed = (next(r for r in report["rows"] if r["method"] == k and r["scale"] == s)
+                          for k in (m, m + " + consistency"))
+            # untrained models, yet their corrected output reproduces the input to within 8-bit rounding
+            assert raw["psnr_lr"] < 40 < 45 < fixed["psnr_lr_min"] <= fixed["psnr_lr"]
+            assert fixed["sec_per_image"] > raw["sec_per_image"]
     for r in report["rows"]:
         assert r["images"] == 2 and r["sec_per_image"] >= 0 and np.isfinite(r["psnr"])
     md = prefix.with_suffix(".md").read_text()
-    assert "| Method | x2 | x3.4 |" in md
-    for m in ("Bicubic", "first", "second"):
-        assert sum(line.startswith(f"| {m} |") for line in md.splitlines()) >= 2
+    assert "| Method | x2 | x3.4 |" in md and "## Consistency with the input" in md
+    for m in methods:
+        assert sum(line.startswith(f"| {m} |") for line in md.splitlines()) >= 3  # 4 with LPIPS or FID
     if report["lpips"].startswith("LPIPS: not computed"):
         assert "LPIPS: not computed (no backbone weights)" in md
     if report["fid"].startswith("FID: not computed"):
         assert "FID: not computed (no Inception weights)" in md
+
+
+def test_passes_zero_gives_raw_rows_only(tmp_path, models, split):
+    prefix = tmp_path / "raw"
+    assert main(["--data", str(DATA), "--split", str(split), "--scales", "2", "--out", str(prefix),
+                 "--device", "cpu", "--model", str(models[0]), "--passes", "0", "--max-images", "1"]) == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["methods"] == ["Bicubic", "first"] and len(report["rows"]) == 2
 
 
 def test_output_has_the_hr_size_at_non_integer_scales(models):
@@ -82,6 +99,16 @@ def test_output_has_the_hr_size_at_non_integer_scales(models):
     lr = np.asarray(Image.fromarray(hr).resize((int(246 / 3.4), int(250 / 3.4)), Image.BICUBIC))
     sr = super_resolve_to(model, lr, (250, 246), seed=0, device="cpu")
     assert sr.shape == (250, 246, 3) and sr.dtype == np.uint8     # not int(73 * 3.4) = 248
+
+
+def bicubic_round_trip_psnr(path: Path, s: float) -> float:
+    """The bicubic row's consistency: PIL bicubic down, up to the HR size, down again, against the LR."""
+    hr_img = Image.open(path).convert("RGB")
+    w, h = hr_img.size
+    lr = hr_img.resize((int(w / s), int(h / s)), Image.BICUBIC)
+    again = np.asarray(lr.resize((w, h), Image.BICUBIC).resize(lr.size, Image.BICUBIC), np.float64)
+    mse = np.mean((again - np.asarray(lr, np.float64)) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
 
 
 def test_metrics_on_real_pictures():
