@@ -60,6 +60,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tile", type=int, default=0, help="tile size in output pixels (default 0: automatic)")
     p.add_argument("--samples", type=int, default=1, help="average K samples with different seeds")
     p.add_argument("--uncertainty", help="write the per-pixel standard deviation of the samples here")
+    p.add_argument("--raw", action="store_true",
+                   help="the model's own output, without the correction that makes the result, reduced back to the "
+                        "input's pixels, reproduce the input (on by default)")
+    p.add_argument("--consistency-map", metavar="FILE",
+                   help="also write one Float32 band: how much the correction changed each pixel, in the input's "
+                        "units (where the model's detail disagreed with the input)")
     p.add_argument("--co", action="append", default=[], metavar="KEY=VALUE", help="GeoTIFF creation option")
     p.add_argument("--cog", action="store_true", help="write a Cloud Optimized GeoTIFF")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (only ever a GeoTIFF)")
@@ -105,11 +111,11 @@ def run(args) -> int:
             seed=args.seed,
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
-            precision=args.precision,
+            precision=args.precision, raw=args.raw, consistency_map=args.consistency_map,
             progress=progress, log=log)
     finally:
         bar.close()
-    extra = f" and {info['uncertainty']}" if info["uncertainty"] else ""
+    extra = "".join(f" and {info[k]}" for k in ("uncertainty", "consistency_map") if info[k])
     print(f"wrote {info['output']}{extra}: {info['width']} x {info['height']} px in {info['seconds']:.1f} s "
           f"({info['tiles']} tiles on {info['device']})", file=sys.stderr)
     return 0

@@ -59,12 +59,15 @@ def superresolve_raster(
     model: str | None = None, device: str = "auto", seed: int = 0,
     bands: list[int] | None = None, tile: int = 0, samples: int = 1, uncertainty: str | None = None,
     creation_options: list[str] | tuple = (), cog: bool = False, overwrite: bool = False,
-    ranges: list[tuple[float, float]] | None = None, precision: str = "auto",
-    progress: Callable[[float], None] | None = None,
+    ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
+    consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size).
+
+    By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
+    ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
 
     Raises E2DiffSRError with a one-line message for every problem a user can fix, and Cancelled when
     ``cancel()`` returns True; in every failure no output (and no temporary file) is left behind.
@@ -72,8 +75,13 @@ def superresolve_raster(
     t0 = time.perf_counter()
     log = log or (lambda _msg: None)
     samples = check_samples(samples, bool(uncertainty))
-    if uncertainty and Path(uncertainty).resolve() == Path(output).resolve():
-        raise E2DiffSRError("the uncertainty raster must be a different file from the output")
+    extra = {"uncertainty raster": uncertainty, "consistency map": consistency_map}
+    named = [Path(p).resolve() for p in (output, uncertainty, consistency_map) if p]
+    if len(set(named)) != len(named):
+        raise E2DiffSRError("the output, the uncertainty raster and the consistency map must be different files")
+    if raw and consistency_map:
+        raise E2DiffSRError("a raw output (--raw) has no consistency correction to map; leave out one of "
+                            "--raw and --consistency-map")
     check_precision(precision)
     tile = check_tile(tile)
     if (scale is None) == (resolution is None):
@@ -106,10 +114,14 @@ def superresolve_raster(
             # every check of the outputs (names, overwriting, creation options) before the model is even loaded
             writers.append(RasterWriter(output, reader, out_w, out_h, creation_options=list(creation_options),
                                         cog=cog, overwrite=overwrite))
-            if uncertainty:
-                writers.append(RasterWriter(uncertainty, reader, out_w, out_h, creation_options=list(creation_options),
-                                            cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0,
-                                            spread=True, label="uncertainty raster"))
+            for label, path in extra.items():
+                if path:
+                    bands_out = len(reader.bands) if label == "uncertainty raster" else 1
+                    writers.append(RasterWriter(path, reader, out_w, out_h, creation_options=list(creation_options),
+                                                cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0,
+                                                spread=True, label=label, band_count=bands_out))
+            unc_writer = next((w for w in writers[1:] if w.label == "uncertainty raster"), None)
+            map_writer = next((w for w in writers[1:] if w.label == "consistency map"), None)
             dev = resolve_device(device)
             net = open_model(model, dev)
             for ratio in {scale, out_w / reader.width}:
@@ -123,18 +135,24 @@ def superresolve_raster(
             def write(x, y, mean, _valid, std):
                 # the writer takes validity per band from the input itself (nodata in one band keeps the others)
                 writers[0].write(x, y, mean)
-                if uncertainty and std is not None:
-                    writers[1].write_raw(x, y, (std * spans).astype(np.float32))
+                if unc_writer is not None and std is not None:
+                    unc_writer.write_raw(x, y, (std * spans).astype(np.float32))
+
+            def write_correction(x, y, size, _valid, _std):
+                # the largest correction over the bands, in the input's units
+                map_writer.write_raw(x, y, (size * spans).max(axis=0, keepdims=True).astype(np.float32))
 
             # the run's temporary latents live in the output's run folder, removed however the run ends
-            engine = TiledSR(net, dev, tile=tile, precision=precision, workdir=writers[0].run_folder)
+            engine = TiledSR(net, dev, tile=tile, precision=precision, workdir=writers[0].run_folder,
+                             consistency=not raw)
             model_desc = _describe_model(model if model is not None else None, net)
             plan_tile, plan_overlap = engine.plan_sizes(scale, len(reader.groups()) * samples)
             log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px (overlap {plan_overlap} px), "
                 f"output {out_w} x {out_h} px, {len(reader.bands)} band(s)")
             result = engine.run(read, write, (reader.height, reader.width), scale, seed=seed, samples=samples,
                                 groups=reader.groups(), combine=reader.ungroup, channels=len(reader.bands),
-                                progress=progress, cancel=cancel, log=log, out_size=(out_h, out_w))
+                                progress=progress, cancel=cancel, log=log, out_size=(out_h, out_w),
+                                correction=write_correction if map_writer is not None else None)
             for w in writers:
                 w.commit()
         except BaseException:
@@ -142,7 +160,8 @@ def superresolve_raster(
                 w.abort()
             raise
     return {
-        "output": str(output), "uncertainty": uncertainty, "width": out_w, "height": out_h,
+        "output": str(output), "uncertainty": uncertainty, "consistency_map": consistency_map, "width": out_w,
+        "height": out_h,
         "device": str(dev), "model": model_desc, "tile": result.tile, "overlap": result.overlap,
         "tiles": result.tiles, "samples": samples, "seconds": round(time.perf_counter() - t0, 3),
     }

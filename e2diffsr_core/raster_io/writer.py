@@ -133,9 +133,10 @@ class RasterWriter:
 
     def _copy_bands(self) -> None:
         r, colours = self.reader, self._colours()
+        same_bands = self.band_count == len(r.bands)  # a one-band summary (e.g. a correction map) takes none
         for i in range(self.band_count):
             band = self._ds.GetRasterBand(i + 1)
-            if i < len(r.bands):
+            if same_bands:
                 info = r.band_info(i)
                 if info["description"]:
                     band.SetDescription(info["description"])
