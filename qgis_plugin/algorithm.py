@@ -116,8 +116,11 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     # Optional raster outputs: (parameter, the engine's keyword for its path, layer-name suffix). Each is
     # written only when given a destination and then loaded as "<input> x<scale> <suffix>"; one left empty
     # is never handed to QGIS to load.
+    RAW = "RAW"
+    CONSISTENCY_MAP = "CONSISTENCY_MAP"
     OPTIONAL_OUTPUTS = (
         (UNCERTAINTY, "uncertainty", "uncertainty"),
+        (CONSISTENCY_MAP, "consistency_map", "consistency"),
     )
 
     def __init__(self):
@@ -164,6 +167,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.UNCERTAINTY, tr(f"{LABELS['UNCERTAINTY']} (per-pixel std. deviation of the samples; needs 2+ "
                                  "samples)"), optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONSISTENCY_MAP, tr(f"{LABELS['CONSISTENCY_MAP']} (how much each pixel was corrected to agree "
+                                     "with the input, in its units)"), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputString("USED_DEVICE", tr("Device used")))
         self.addOutput(QgsProcessingOutputString("USED_MODEL", tr("Model used")))
         self.addOutput(QgsProcessingOutputNumber("USED_TILE_SIZE", tr("Tile size used")))
@@ -190,6 +196,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                                                             "automatic)"), integer, defaultValue=0, minValue=0),
             options,
             QgsProcessingParameterBoolean(self.COG, tr(LABELS["COG"]), defaultValue=False),
+            # optional: models saved before this parameter existed keep validating
+            QgsProcessingParameterBoolean(self.RAW, tr(f"{LABELS['RAW']} (no correction towards the input)"),
+                                          defaultValue=False, optional=True),
         ]
 
     def _device_entry(self, parameters):
@@ -218,6 +227,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 self.parameterAsInt(parameters, self.SAMPLES, context) < 2:
             return False, tr(f"The {label('UNCERTAINTY')} raster is the spread of several samples: set "
                              f"{label('SAMPLES')} to 2 or more (e.g. 4), or leave {label('UNCERTAINTY')} empty.")
+        if self.parameterAsBoolean(parameters, self.RAW, context) and \
+                outputs.given(parameters.get(self.CONSISTENCY_MAP), context):
+            return False, tr(f"{label('RAW')} output has no correction to map: untick {label('RAW')} or leave "
+                             f"{label('CONSISTENCY_MAP')} empty.")
         try:
             parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except QgsProcessingException as exc:
@@ -283,6 +296,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
             creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
             cog=self.parameterAsBoolean(parameters, self.COG, context),
+            raw=self.parameterAsBoolean(parameters, self.RAW, context),
             overwrite=True,  # QGIS asks before overwriting; a destination it hands us is meant to be replaced
         )
         for name, keyword, _ in self.OPTIONAL_OUTPUTS:
@@ -296,6 +310,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushWarning(for_qgis(str(w.message)))
 
         written = {name: path for name, path in resolved.items() if os.path.exists(path)}
+        if self.CONSISTENCY_MAP in written:
+            outputs.style_magnitude(context, written[self.CONSISTENCY_MAP])
         suffixes = {name: suffix for name, _, suffix in self.OPTIONAL_OUTPUTS}
         names = {name: f"{self._layer_name} {suffixes[name]}" if name in suffixes else self._layer_name
                  for name in resolved}

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import QgsProcessingOutputLayerDefinition, QgsProcessingUtils, QgsProperty
+import numpy as np
+from qgis.core import (
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputLayerDefinition,
+    QgsProcessingUtils,
+    QgsProperty,
+)
 
 
 def given(value, context) -> bool:
@@ -57,3 +63,58 @@ def name_layers(alg, context, resolved: dict[str, str], names: dict[str, str]) -
     layers = context.layersToLoadOnCompletion()
     if stale & set(layers):
         context.setLayersToLoadOnCompletion({k: v for k, v in layers.items() if k not in stale})
+
+
+_STYLE = """<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22">
+  <pipe>
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" classificationMin="0" classificationMax="{hi}">
+      <rastershader>
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0"
+                         minimumValue="0" maximumValue="{hi}">
+          <item value="0" color="#ffffcc" alpha="0" label="0"/>
+          <item value="{mid}" color="#fd8d3c" alpha="255" label="{mid}"/>
+          <item value="{hi}" color="#800026" alpha="255" label="{hi}"/>
+        </colorrampshader>
+      </rastershader>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+"""
+
+
+class _LoadStyle(QgsProcessingLayerPostProcessorInterface):
+    """Applies the style file to the layer QGIS loads from the map (kept alive here: QGIS holds only a pointer)."""
+
+    keep: list = []
+
+    def __init__(self, qml: str):
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+        layer.loadNamedStyle(self.qml)
+        layer.triggerRepaint()
+
+
+def style_magnitude(context, path: str) -> None:
+    """A style for a map of magnitudes, written beside it (``NAME.qml``, which QGIS also finds when the file is
+    opened later) and applied to the layer loaded now: transparent where nothing changed, yellow to dark red up
+    to the 99.5th percentile, so the few large corrections stand out."""
+    from osgeo import gdal
+
+    ds = gdal.Open(path)
+    band = ds.GetRasterBand(1)
+    step = max(1, int((ds.RasterXSize * ds.RasterYSize / 1e6) ** 0.5))
+    values = band.ReadAsArray(buf_xsize=max(1, ds.RasterXSize // step), buf_ysize=max(1, ds.RasterYSize // step))
+    values = values[values >= 0]
+    ds = None
+    hi = float(np.percentile(values, 99.5)) if values.size else 0.0
+    hi = hi if hi > 0 else float(values.max()) if values.size and values.max() > 0 else 1.0
+    qml = os.path.splitext(path)[0] + ".qml"
+    with open(qml, "w", encoding="utf-8") as f:
+        f.write(_STYLE.format(hi=f"{hi:.6g}", mid=f"{hi / 2:.6g}"))
+    if context.willLoadLayerOnCompletion(path):
+        loader = _LoadStyle(qml)
+        _LoadStyle.keep = [*_LoadStyle.keep[-31:], loader]
+        context.layerToLoadOnCompletionDetails(path).setPostProcessor(loader)

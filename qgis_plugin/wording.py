@@ -22,12 +22,14 @@ LABELS = {
     "TILE_SIZE": "Tile size",
     "CREATION_OPTIONS": "GeoTIFF creation options",
     "COG": "Write a Cloud Optimized GeoTIFF",
+    "RAW": "Raw model output",
+    "CONSISTENCY_MAP": "Consistency map",
 }
 
 _FLAGS = {
     "--device": "DEVICE", "--samples": "SAMPLES", "--bands": "BANDS", "--scale": "SCALE", "--model": "MODEL",
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
-    "--uncertainty": "UNCERTAINTY",
+    "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--consistency-map": "CONSISTENCY_MAP",
 }
 
 # Whole phrases first, where a literal swap would read badly.

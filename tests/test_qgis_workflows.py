@@ -74,7 +74,8 @@ def run_batch(rows, project):
     multi = QgsProcessingMultiStepFeedback(len(rows), feedback)
     for i, row in enumerate(rows):
         multi.setCurrentStep(i)
-        params = {k: QgsProcessingOutputLayerDefinition(v, project) if k in ("OUTPUT", "UNCERTAINTY") else v
+        params = {k: QgsProcessingOutputLayerDefinition(v, project) if k in ("OUTPUT", "UNCERTAINTY", "CONSISTENCY_MAP")
+                  else v
                   for k, v in row.items()}
         params = alg.preprocessParameters(params)
         context = dataobjects.createContext(feedback)
@@ -91,7 +92,8 @@ def run_batch(rows, project):
 def test_batch_with_empty_optional_outputs_loads_cleanly(provider, rasters, tiny_model_file, tmp_path,
                                                           qgis_new_project):
     rows = [{"INPUT": str(rasters[name]), "SCALE": 2.0, "MODEL": str(tiny_model_file),
-             "OUTPUT": str(tmp_path / f"{name}_x2.tif"), "UNCERTAINTY": ""} for name in ("a48", "b40x32")]
+             "OUTPUT": str(tmp_path / f"{name}_x2.tif"), "UNCERTAINTY": "", "CONSISTENCY_MAP": ""}
+            for name in ("a48", "b40x32")]
     feedback = run_batch(rows, QgsProject.instance())
     errors = [text for kind, text in feedback.lines if kind == "error"]
     assert not [e for e in errors if "not correctly generated" in e], errors
@@ -122,6 +124,28 @@ def test_result_layers_are_named_after_the_input_and_scale(provider, rasters, ti
     assert project_layer_names() == ["a48 x2", "a48 x2 uncertainty", "a48 x2.5", "b40x32 x2.5"]
     uncertainty = QgsProject.instance().mapLayersByName("a48 x2 uncertainty")[0]
     assert uncertainty.dataProvider().dataType(1) == gdal.GDT_Float32 and uncertainty.width() == 96
+
+
+def test_the_consistency_map_loads_named_and_styled(provider, rasters, tiny_model_file, tmp_path, qgis_new_project):
+    import processing
+
+    target = tmp_path / "map.tif"
+    processing.runAndLoadResults(ALG, {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file),
+                                       "OUTPUT": "TEMPORARY_OUTPUT", "CONSISTENCY_MAP": str(target)})
+    assert project_layer_names() == ["a48 x2", "a48 x2 consistency"]
+    layer = QgsProject.instance().mapLayersByName("a48 x2 consistency")[0]
+    assert layer.dataProvider().dataType(1) == gdal.GDT_Float32 and layer.bandCount() == 1
+    assert layer.renderer().type() == "singlebandpseudocolor"  # from map.qml, written beside it
+    assert (tmp_path / "map.qml").is_file()
+
+
+def test_raw_output_with_a_consistency_map_is_refused_before_the_run(provider, rasters, tiny_model_file, tmp_path):
+    alg = algorithm()
+    context = QgsProcessingContext()
+    params = {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "RAW": True,
+              "OUTPUT": str(tmp_path / "o.tif"), "CONSISTENCY_MAP": str(tmp_path / "m.tif")}
+    ok, message = alg.checkParameterValues(params, context)
+    assert not ok and "'Raw model output'" in message and "'Consistency map'" in message
 
 
 def test_a_name_given_by_the_user_is_kept(provider, rasters, tiny_model_file):
