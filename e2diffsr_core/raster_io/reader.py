@@ -147,7 +147,10 @@ class RasterReader:
             if t not in SUPPORTED_TYPES:
                 raise E2DiffSRError(f"unsupported data type {name} in band {b} of {self.path}; convert to one of "
                                     f"{SUPPORTED_NAMES} first, e.g. gdal_translate -ot Float32")
-            if t == gdal.GDT_Byte and band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
+            # GDAL >= 3.7 has an Int8 type (not in SUPPORTED_TYPES, refused above); older GDAL marks signed bytes
+            # with PIXELTYPE, which newer GDAL warns about when asked
+            if t == gdal.GDT_Byte and not hasattr(gdal, "GDT_Int8") and \
+                    band.GetMetadataItem("PIXELTYPE", "IMAGE_STRUCTURE") == "SIGNEDBYTE":
                 raise E2DiffSRError(f"unsupported data type signed Byte in band {b} of {self.path}; "
                                     "convert it first, e.g. gdal_translate -ot Int16")
             if band.GetColorTable() is not None and band.GetColorInterpretation() == gdal.GCI_PaletteIndex:
