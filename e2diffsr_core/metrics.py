@@ -238,7 +238,7 @@ class FIDMetric:
     """
 
     def __init__(self, weights: str | None = None, device="cpu"):
-        self.device, self.net, self.kind = device, None, ""
+        self.device, self.net, self.kind, self._cache = device, None, "", {}
         self.reason = f"not computed ({NO_TF_INCEPTION})"
         try:
             self._build(weights)
@@ -278,14 +278,26 @@ class FIDMetric:
     def available(self) -> bool:
         return self.net is not None
 
-    @torch.no_grad()
     def features(self, images: list[np.ndarray]) -> np.ndarray:
-        feats = []
+        """One 2048-d row per image. Rows are remembered by the image's pixels: an evaluation compares every
+        method and scale against the same HR pictures, which then pass through the network once."""
+        rows = []
         for u8 in images:
-            x = torch.tensor(u8).permute(2, 0, 1)[None].float().to(self.device)
-            if self.kind.startswith("TF-Inception"):
-                feats.append(self._tf_features(x))
-                continue
+            key = (u8.shape, hashlib.sha1(np.ascontiguousarray(u8).tobytes()).digest())
+            if key not in self._cache:
+                self._cache[key] = self._features_of(u8)
+            rows.append(self._cache[key])
+        return np.concatenate(rows)
+
+    @torch.no_grad()
+    def _features_of(self, u8: np.ndarray) -> np.ndarray:
+        x = torch.tensor(u8).permute(2, 0, 1)[None].float().to(self.device)
+        if self.kind.startswith("TF-Inception"):
+            # the reference FID's input scaling: (x - 128) / 128 on the resized 0..255 values; the TorchScript
+            # optimiser makes this graph about twice as slow on a CPU, so it is run as plain code
+            with torch.jit.optimized_execution(False):
+                f = self.net(tf_resize(x, 299) / 128.0 - 1.0)
+        else:
             x = F.interpolate(x / 255.0, size=(299, 299), mode="bilinear", align_corners=False)
             if self.kind.startswith("torchvision"):
                 mean = torch.tensor([0.485, 0.456, 0.406], device=self.device)[:, None, None]
@@ -293,14 +305,6 @@ class FIDMetric:
                 f = self.net((x - mean) / std)
             else:
                 f = self.net(x)[0]
-            feats.append(f.reshape(1, -1).double().cpu().numpy())
-        return np.concatenate(feats)
-
-    def _tf_features(self, x255: torch.Tensor) -> np.ndarray:
-        # the reference FID's input scaling: (x - 128) / 128 on the resized 0..255 values; the TorchScript
-        # optimiser makes this graph about twice as slow on a CPU, so it is run as plain code
-        with torch.jit.optimized_execution(False):
-            f = self.net(tf_resize(x255, 299) / 128.0 - 1.0)
         return f.reshape(1, -1).double().cpu().numpy()
 
     def __call__(self, fake: list[np.ndarray], real: list[np.ndarray]) -> float:
