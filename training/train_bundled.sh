@@ -22,7 +22,8 @@ RUNS=${RUNS:-runs}
 BUNDLED=e2diffsr_core/weights/e2diffsr_lite.pt
 if [ -z "${INIT:-}" ]; then
   INIT=$BUNDLED
-  if [ -f "$RUNS/latest/e2diffsr_lite.pt" ]; then INIT=$RUNS/latest/e2diffsr_lite.pt; fi
+  # the real folder, not the link: this window moves RUNS/latest when it is done
+  if [ -f "$RUNS/latest/e2diffsr_lite.pt" ]; then INIT=$(cd "$RUNS/latest" && pwd -P)/e2diffsr_lite.pt; fi
 fi
 WARM=()
 if [ "$INIT" != none ]; then WARM=(--init "$INIT"); fi
