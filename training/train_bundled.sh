@@ -6,7 +6,8 @@
 #
 #   training/train_bundled.sh [DATA] [STAGE1_MINUTES] [STAGE2_MINUTES] [DEVICE]
 #
-# DATA defaults to data/samples (made by training/prepare_samples.py when missing). Each window writes
+# DATA defaults to data/samples (made by training/prepare_samples.py when missing; a GPU machine without
+# network needs DATA/train, DATA/val and DATA/split.json copied there, about 24 MB). Each window writes
 # RUNS/window-<UTC time>/ and points RUNS/latest at it; the next window starts from RUNS/latest/e2diffsr_lite.pt.
 # INIT=FILE starts from another model of the lite configuration, INIT=none from random weights.
 # The stage split (2.5 + 4.5 minutes) was chosen from equal-compute CPU runs (training/compare_recipes.py,
