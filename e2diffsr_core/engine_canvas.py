@@ -1,0 +1,126 @@
+"""Whole-image feature maps kept by rows, and running normalisation statistics.
+
+The streamed passes of the engine (engine_stream) read and write feature maps one band of rows at a time.
+A :class:`Canvas` holds one such map for the whole image: in memory when small, otherwise in a temporary
+file written and read with plain positioned I/O (rows first, so that a band is one contiguous read), so the
+process's resident memory stays bounded whatever the raster's area.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from .errors import E2DiffSRError
+
+
+class Store:
+    """Where a run's canvases live: memory up to ``ram_limit`` bytes each, a temporary folder beyond."""
+
+    def __init__(self, device: torch.device, ram_limit: int, workdir: str | None = None):
+        self.device, self.ram_limit, self.workdir = device, int(ram_limit), workdir
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._count = 0
+
+    def folder(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=".e2diffsr-features-", dir=self.workdir)
+        return self._tmp.name
+
+    def canvas(self, n: int, c: int, h: int, w: int) -> Canvas:
+        if n * c * h * w * 4 <= self.ram_limit:
+            return Canvas(n, c, h, w, self.device)
+        self._count += 1
+        return FileCanvas(n, c, h, w, self.device, os.path.join(self.folder(), f"f{self._count}.bin"))
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class Canvas:
+    """A feature map [N, C, H, W] (float32) held in memory on the compute device."""
+
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device):
+        self.shape = (n, c, h, w)
+        self.data = torch.empty(self.shape, dtype=torch.float32, device=device)
+
+    @property
+    def height(self) -> int:
+        return self.shape[2]
+
+    def read(self, a: int, b: int) -> torch.Tensor:
+        return self.data[:, :, a:b]
+
+    def write(self, a: int, values: torch.Tensor) -> None:
+        self.data[:, :, a:a + values.shape[2]] = values
+
+    def add(self, a: int, values: torch.Tensor) -> None:
+        self.data[:, :, a:a + values.shape[2]] += values
+
+    def free(self) -> None:
+        self.data = None
+
+
+class FileCanvas(Canvas):
+    """The same map in a file, row-major ([H, N, C, W]); only the band being used is in memory."""
+
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, path: str):
+        self.shape = (n, c, h, w)
+        self.device = device
+        self.path = path
+        self.row_bytes = n * c * w * 4
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if hasattr(os, "posix_fallocate"):  # reserve the space now rather than fail half-way
+                os.posix_fallocate(self.fd, 0, self.row_bytes * h)
+        except OSError as e:
+            self.free()
+            raise E2DiffSRError(f"no room for {self.row_bytes * h >> 20} MiB of temporary features in "
+                                f"{os.path.dirname(path)} ({e.strerror}); free disk space") from None
+
+    def read(self, a: int, b: int) -> torch.Tensor:
+        n, c, _, w = self.shape
+        raw = os.pread(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
+        rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(b - a, n, c, w)
+        return rows.permute(1, 2, 0, 3).to(self.device).contiguous()
+
+    def write(self, a: int, values: torch.Tensor) -> None:
+        rows = values.detach().float().permute(2, 0, 1, 3).contiguous().cpu().numpy()
+        os.pwrite(self.fd, rows.tobytes(), self.row_bytes * a)
+
+    def add(self, a: int, values: torch.Tensor) -> None:
+        self.write(a, self.read(a, a + values.shape[2]) + values)
+
+    def free(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            os.unlink(self.path)
+            self.fd = None
+
+
+class Moments:
+    """Running sums for whole-image statistics: per batch element and per group of ``groups`` channel groups."""
+
+    def __init__(self, groups: int):
+        self.groups = groups
+        self.count = 0
+        self.s1: torch.Tensor | None = None
+        self.s2: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        n, c = x.shape[:2]
+        v = x.detach().float().reshape(n, self.groups, -1)
+        s1, s2 = v.sum(-1, dtype=torch.float64), (v * v).sum(-1, dtype=torch.float64)
+        self.count += v.shape[-1]
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and population variance [N, groups] in float64."""
+        mean = self.s1 / self.count
+        return mean, (self.s2 / self.count - mean * mean).clamp_min(0.0)
+
