@@ -119,16 +119,74 @@ class NoiseField:
 
 
 # -- device, precision, memory ----------------------------------------------------------------------------
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """auto: bf16 (else fp16) autocast on CUDA, none (fp32) on the CPU; fp32/bf16/fp16 force a choice
-    on CUDA (the CPU always runs fp32)."""
-    if precision == "fp32" or device.type != "cuda":
+def autocast_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool = False) -> torch.dtype | None:
+    """The autocast dtype of a run, or None for fp32.
+
+    auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 when ``cpu_bf16`` (the CPU computes
+    bf16 natively and a short measurement found it faster and agreeing, see :func:`cpu_bf16_pays`), else fp32.
+    fp32 and bf16 force a choice on either device; fp16 is for CUDA (a CPU runs it as fp32).
+    """
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        if precision == "bf16" or (precision == "auto" and cpu_bf16):
+            return torch.bfloat16
         return None
     if precision == "fp16":
         return torch.float16
     if precision == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_bf16_pays(model: E2DiffSR) -> bool:
+    """Whether bf16 autocast is worth it on this CPU for this model: native bf16 (AVX512-BF16 / AMX), and
+    the model's own heaviest layer types (3 x 3 convs of the SR branch and CSUM, the CSUM's 1 x 1 fusion) at
+    least 20% faster in bf16 while agreeing with fp32. Measured once per model object (a fraction of a second)."""
+    cached = getattr(model, "_cpu_bf16_pays", None)
+    if cached is not None:
+        return cached
+    verdict = False
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        verdict = _measure_bf16(model)
+    model._cpu_bf16_pays = verdict
+    return verdict
+
+
+@torch.no_grad()
+def _measure_bf16(model: E2DiffSR) -> bool:
+    import time
+
+    dec = model.first_stage_model.decoder
+    csum = dec.upsampler
+    layers = [csum.UPNet_x2_list[0][0], csum.fuse] + ([dec.FRUList[0].IMDB[0].c1] if dec.FRUList else [])
+    gen = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(1, layer[0].in_channels if isinstance(layer, torch.nn.Sequential) else layer.in_channels,
+                          64, 64, generator=gen).contiguous(memory_format=torch.channels_last) for layer in layers]
+    times = {None: math.inf, torch.bfloat16: math.inf}
+    outs = {}
+    for rnd in range(5):  # alternating, best of each: robust to other processes sharing the cores
+        for dtype in times:
+            ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+            t = time.perf_counter()
+            with ctx:
+                outs[dtype] = [layer(x).float() for layer, x in zip(layers, inputs)]
+            if rnd:  # the first round warms the kernels up
+                times[dtype] = min(times[dtype], time.perf_counter() - t)
+    agree = all(float((b - a).norm() / a.norm().clamp_min(1e-12)) < 0.02
+                for a, b in zip(outs[None], outs[torch.bfloat16]))
+    model._bf16_measurement = (times[None], times[torch.bfloat16], agree)
+    return agree and times[torch.bfloat16] < 0.8 * times[None]
+
+
+def set_cpu_threads() -> None:
+    """Use every core the process may run on (PyTorch may count the machine's, not the process's, cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
 
 
 def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
@@ -283,7 +341,11 @@ class TiledSR:
         self.batch = int(batch)
         self.workdir = workdir
         self.diffusion_window = int(diffusion_window)
-        self.amp = autocast_dtype(device, precision)
+        model.to(memory_format=torch.channels_last)  # the fast layout for convolutions, CPU and GPU alike
+        if device.type == "cpu":
+            set_cpu_threads()
+        self.amp = autocast_dtype(device, precision, device.type == "cpu" and precision == "auto"
+                                  and cpu_bf16_pays(model))
         self.ram_budget = ram_budget
 
     def plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:

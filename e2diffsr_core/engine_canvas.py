@@ -15,6 +15,8 @@ import torch
 
 from .errors import E2DiffSRError
 
+CL = torch.channels_last
+
 
 class Store:
     """Where a run's canvases live: memory up to ``ram_limit`` bytes each, a temporary folder beyond."""
@@ -42,11 +44,12 @@ class Store:
 
 
 class Canvas:
-    """A feature map [N, C, H, W] (float32) held in memory on the compute device."""
+    """A feature map [N, C, H, W] (float32, channels last: the fast layout for convolutions on CPUs and GPUs)
+    held in memory on the compute device."""
 
     def __init__(self, n: int, c: int, h: int, w: int, device: torch.device):
         self.shape = (n, c, h, w)
-        self.data = torch.empty(self.shape, dtype=torch.float32, device=device)
+        self.data = torch.empty(self.shape, dtype=torch.float32, device=device, memory_format=CL)
 
     @property
     def height(self) -> int:
@@ -66,7 +69,7 @@ class Canvas:
 
 
 class FileCanvas(Canvas):
-    """The same map in a file, row-major ([H, N, C, W]); only the band being used is in memory."""
+    """The same map in a file, rows first ([H, N, W, C]); only the band being used is in memory."""
 
     def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, path: str):
         self.shape = (n, c, h, w)
@@ -85,11 +88,11 @@ class FileCanvas(Canvas):
     def read(self, a: int, b: int) -> torch.Tensor:
         n, c, _, w = self.shape
         raw = os.pread(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
-        rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(b - a, n, c, w)
-        return rows.permute(1, 2, 0, 3).to(self.device).contiguous()
+        rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(b - a, n, w, c)
+        return rows.permute(1, 3, 0, 2).to(self.device).contiguous(memory_format=CL)
 
     def write(self, a: int, values: torch.Tensor) -> None:
-        rows = values.detach().float().permute(2, 0, 1, 3).contiguous().cpu().numpy()
+        rows = values.detach().float().permute(2, 0, 3, 1).contiguous().cpu().numpy()
         os.pwrite(self.fd, rows.tobytes(), self.row_bytes * a)
 
     def add(self, a: int, values: torch.Tensor) -> None:
@@ -103,24 +106,32 @@ class FileCanvas(Canvas):
 
 
 class Moments:
-    """Running sums for whole-image statistics: per batch element and per group of ``groups`` channel groups."""
+    """Whole-image mean and variance per batch element and channel group, merged band by band (each band's
+    own Welford statistics in float32, merged in float64: no cancellation whatever the image size)."""
 
     def __init__(self, groups: int):
         self.groups = groups
         self.count = 0
-        self.s1: torch.Tensor | None = None
-        self.s2: torch.Tensor | None = None
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor) -> None:
-        n, c = x.shape[:2]
-        v = x.detach().float().reshape(n, self.groups, -1)
-        s1, s2 = v.sum(-1, dtype=torch.float64), (v * v).sum(-1, dtype=torch.float64)
-        self.count += v.shape[-1]
-        self.s1 = s1 if self.s1 is None else self.s1 + s1
-        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        n, c, h, w = x.shape
+        var, mean = torch.var_mean(x.detach().float(), dim=(2, 3), correction=0)  # per channel, any layout
+        mean, var = mean.double().view(n, self.groups, -1), var.double().view(n, self.groups, -1)
+        group_mean = mean.mean(-1)
+        var = (var + (mean - group_mean[..., None]) ** 2).mean(-1)  # channels of a group: equal counts
+        k = h * w * (c // self.groups)
+        mean, m2 = group_mean, var * k
+        if self.mean is None:
+            self.count, self.mean, self.m2 = k, mean, m2
+            return
+        total = self.count + k
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (k / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * k / total)
+        self.count = total
 
     def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and population variance [N, groups] in float64."""
-        mean = self.s1 / self.count
-        return mean, (self.s2 / self.count - mean * mean).clamp_min(0.0)
-
+        return self.mean, self.m2 / self.count

@@ -94,15 +94,13 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     for k in range(csum.levels):
         if k:
             (py0, _), (px0, _) = regions[k - 1]
-            with st.autocast():
-                up = csum.UPNet_x2_list[k - 1](level).float()
+            up = st.conv(csum.UPNet_x2_list[k - 1], level)
             (y0, y1), (x0, x1) = regions[k]
             f = 2 ** k
             level = up[:, :, (y0 - py0) * f:(y1 - py0) * f, (x0 - px0) * f:(x1 - px0) * f]
         geo = _level_geo(lr_size, out_size, regions[k], tile)
         resized.append(geo.level_to_out(level, 2 ** k) * level_w[:, k, None, None, None])
-    with st.autocast():
-        out = csum.fuse(torch.cat(resized, dim=1)).float()
+    out = st.conv(csum.fuse, torch.cat(resized, dim=1))
     oy0, oy1, ox0, ox1 = tile
     skip_geo = Geometry.tiles(lr_size, out_size, [lr_origin], tuple(lr_crop.shape[2:]), [(oy0, ox0)],
                               (oy1 - oy0, ox1 - ox0))

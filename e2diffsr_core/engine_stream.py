@@ -58,7 +58,7 @@ class Streamer:
 
     def conv(self, conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return conv(x).float()
+            return conv(x.contiguous(memory_format=torch.channels_last)).float()
 
     @torch.no_grad()
     def run(self, shape, band: Callable[[int, int], torch.Tensor], groups: int = 0) -> tuple[Canvas, Moments | None]:
