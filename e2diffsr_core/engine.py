@@ -142,7 +142,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool
 def cpu_bf16_pays(model: E2DiffSR) -> bool:
     """Whether bf16 autocast is worth it on this CPU for this model: native bf16 (AVX512-BF16 / AMX), and
     the model's own heaviest layer types (3 x 3 convs of the SR branch and CSUM, the CSUM's 1 x 1 fusion) at
-    least 20% faster in bf16 while agreeing with fp32. Measured once per model object (a fraction of a second)."""
+    least 20% faster in bf16 while agreeing with fp32. Measured once per model object (about a second)."""
     cached = getattr(model, "_cpu_bf16_pays", None)
     if cached is not None:
         return cached
@@ -161,22 +161,27 @@ def _measure_bf16(model: E2DiffSR) -> bool:
     csum = dec.upsampler
     layers = [csum.UPNet_x2_list[0][0], csum.fuse] + ([dec.FRUList[0].IMDB[0].c1] if dec.FRUList else [])
     gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(1, layer[0].in_channels if isinstance(layer, torch.nn.Sequential) else layer.in_channels,
-                          64, 64, generator=gen).contiguous(memory_format=torch.channels_last) for layer in layers]
     times = {None: math.inf, torch.bfloat16: math.inf}
     outs = {}
-    for rnd in range(5):  # alternating, best of each: robust to other processes sharing the cores
+    for rnd in range(3):  # alternating, best of each: robust to other processes sharing the cores
+        # a new size every round: a run meets many shapes, and bf16 kernels can cost more to set up
+        inputs = [torch.randn(1, _in_channels(layer), 32 + 8 * rnd, 48, generator=gen).contiguous(
+            memory_format=torch.channels_last) for layer in layers]
         for dtype in times:
             ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
             t = time.perf_counter()
             with ctx:
                 outs[dtype] = [layer(x).float() for layer, x in zip(layers, inputs)]
-            if rnd:  # the first round warms the kernels up
+            if rnd:  # the first round loads the libraries
                 times[dtype] = min(times[dtype], time.perf_counter() - t)
     agree = all(float((b - a).norm() / a.norm().clamp_min(1e-12)) < 0.02
                 for a, b in zip(outs[None], outs[torch.bfloat16]))
     model._bf16_measurement = (times[None], times[torch.bfloat16], agree)
     return agree and times[torch.bfloat16] < 0.8 * times[None]
+
+
+def _in_channels(layer: torch.nn.Module) -> int:
+    return layer[0].in_channels if isinstance(layer, torch.nn.Sequential) else layer.in_channels
 
 
 def set_cpu_threads() -> None:

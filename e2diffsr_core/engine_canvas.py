@@ -89,7 +89,9 @@ class FileCanvas(Canvas):
         n, c, _, w = self.shape
         raw = os.pread(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
         rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(b - a, n, w, c)
-        return rows.permute(1, 3, 0, 2).to(self.device).contiguous(memory_format=CL)
+        if self.device.type == "cuda":  # page-locked, so the copy to the card runs asynchronously
+            rows = rows.pin_memory()
+        return rows.permute(1, 3, 0, 2).to(self.device, non_blocking=True).contiguous(memory_format=CL)
 
     def write(self, a: int, values: torch.Tensor) -> None:
         rows = values.detach().float().permute(2, 0, 3, 1).contiguous().cpu().numpy()

@@ -249,3 +249,33 @@ def test_no_disk_space_for_feature_files_is_a_clear_error(tmp_path, monkeypatch)
         store.canvas(1, 32, 512, 512)
     store.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_precision_policy_on_cpus_and_gpus():
+    from e2diffsr_core.engine import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto", cpu_bf16=False) is None
+    assert autocast_dtype(cpu, "auto", cpu_bf16=True) == torch.bfloat16  # measured faster on this CPU
+    assert autocast_dtype(cpu, "fp32", cpu_bf16=True) is None  # forced choices win
+    assert autocast_dtype(cpu, "bf16", cpu_bf16=False) == torch.bfloat16
+    assert autocast_dtype(torch.device("cuda"), "fp16") == torch.float16
+    assert autocast_dtype(torch.device("cuda"), "fp32") is None
+
+
+def test_bf16_decision_is_measured_once_per_model(model, monkeypatch):
+    from e2diffsr_core import engine as eng
+
+    m = build_model("tiny", seed=1)
+    calls = []
+    monkeypatch.setattr(eng, "_measure_bf16", lambda mm: calls.append(1) or True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert TiledSR(m, torch.device("cpu")).amp == torch.bfloat16
+    assert TiledSR(m, torch.device("cpu")).amp == torch.bfloat16 and calls == [1]
+    assert TiledSR(m, torch.device("cpu"), precision="fp32").amp is None
+
+
+def test_bf16_on_the_cpu_agrees_with_fp32(model, image):
+    a, _, _ = superresolve_array(model, image[:, :40, :40], 3.0, seed=2, precision="fp32")
+    b, _, _ = superresolve_array(model, image[:, :40, :40], 3.0, seed=2, precision="bf16")
+    assert psnr(a, b) > 35  # same noise, bf16 arithmetic: a close, not identical, image
