@@ -97,7 +97,7 @@ def throughput(report, model, dev, side):
     report["sustained_x4_bf16"] = entry
 
 
-def trainer(report, preset, dev, steps, lr_crop, hr_crop):
+def trainer(report, preset, dev, steps, lr_crop, hr_crop, batches=(4, 8)):
     from e2diffsr_core.train.config import parse_config
     from e2diffsr_core.train.runtime import Dist
     from e2diffsr_core.train.stage1 import Stage1
@@ -107,7 +107,7 @@ def trainer(report, preset, dev, steps, lr_crop, hr_crop):
                         "run": {"amp": "bf16" if dev.type == "cuda" else "none"}})
     rt = Dist(str(dev))
     gen = torch.Generator().manual_seed(0)
-    for stage, cls, batch, hr_side in ((1, Stage1, 4, lr_crop * 4), (2, Stage2, 8, hr_crop)):
+    for stage, cls, batch, hr_side in ((1, Stage1, batches[0], lr_crop * 4), (2, Stage2, batches[1], hr_crop)):
         model = build_model(preset).to(dev)
         st = cls(cfg, model, rt)
         data = {"hr": torch.rand(batch, 3, hr_side, hr_side) * 2 - 1,
@@ -130,7 +130,7 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else \
         torch.device(args.device)
     preset = "tiny" if args.tiny else "paper"
-    side, lat_side, repeats = (48, 32, 2) if args.tiny else (args.side, 128, 10)
+    side, lat_side, repeats = (32, 24, 1) if args.tiny else (args.side, 128, 10)
     torch.manual_seed(0)
     model = build_model(preset).to(dev)
     report = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
@@ -145,11 +145,14 @@ def main() -> None:
     save()
     throughput(report, model, dev, side)
     save()
-    img = structured_image(64 if args.tiny else 256, 2)
+    img = structured_image(24 if args.tiny else 256, 2)
     report["bf16_vs_fp32_psnr_db"] = round(psnr(sr(model, img, dev, 1024, "fp32"), sr(model, img, dev, 1024, "bf16")),
                                            2)
     save()
-    trainer(report, preset, dev, 2 if args.tiny else 10, 12 if args.tiny else 48, 64 if args.tiny else 256)
+    if args.tiny:
+        trainer(report, preset, dev, 1, 8, 32, (1, 1))
+    else:
+        trainer(report, preset, dev, 10, 48, 256)
     save()
     print(json.dumps(report, indent=2))
 

@@ -389,9 +389,9 @@ class TiledSR:
                     log(f"out of memory: retrying with {tile} px tiles")
 
     def _store(self, tile: int) -> Store:
-        """Feature maps stay in memory up to a size tied to the tile (the user's memory knob), else on disk."""
+        """Whole-image feature maps stay in memory within half the memory budget, the rest goes to disk."""
         budget = _cuda_budget(self.device) if self.device.type == "cuda" else (self.ram_budget or _cpu_budget())
-        return Store(self.device, int(min(budget / 8, max(16 << 20, 64 * tile * tile))), self.workdir)
+        return Store(self.device, int(budget / 2), self.workdir)
 
     def _run(self, read, write, lr_size, out_size, seed, samples, groups, combine, channels, tile, window,
              progress, cancel, log) -> EngineResult:

@@ -19,10 +19,12 @@ CL = torch.channels_last
 
 
 class Store:
-    """Where a run's canvases live: memory up to ``ram_limit`` bytes each, a temporary folder beyond."""
+    """Where a run's canvases live: memory while all of them together stay within ``ram_budget`` bytes, a
+    temporary folder beyond, so that memory is bounded by the budget whatever the raster's area."""
 
-    def __init__(self, device: torch.device, ram_limit: int, workdir: str | None = None):
-        self.device, self.ram_limit, self.workdir = device, int(ram_limit), workdir
+    def __init__(self, device: torch.device, ram_budget: int, workdir: str | None = None):
+        self.device, self.ram_budget, self.workdir = device, int(ram_budget), workdir
+        self.in_memory = 0
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._count = 0
 
@@ -32,8 +34,10 @@ class Store:
         return self._tmp.name
 
     def canvas(self, n: int, c: int, h: int, w: int) -> Canvas:
-        if n * c * h * w * 4 <= self.ram_limit:
-            return Canvas(n, c, h, w, self.device)
+        size = n * c * h * w * 4
+        if self.in_memory + size <= self.ram_budget:
+            self.in_memory += size
+            return Canvas(n, c, h, w, self.device, self)
         self._count += 1
         return FileCanvas(n, c, h, w, self.device, os.path.join(self.folder(), f"f{self._count}.bin"))
 
@@ -47,8 +51,9 @@ class Canvas:
     """A feature map [N, C, H, W] (float32, channels last: the fast layout for convolutions on CPUs and GPUs)
     held in memory on the compute device."""
 
-    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device):
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, store: Store | None = None):
         self.shape = (n, c, h, w)
+        self.store = store
         self.data = torch.empty(self.shape, dtype=torch.float32, device=device, memory_format=CL)
 
     @property
@@ -65,6 +70,8 @@ class Canvas:
         self.data[:, :, a:a + values.shape[2]] += values
 
     def free(self) -> None:
+        if self.data is not None and self.store is not None:
+            self.store.in_memory -= self.data.numel() * 4
         self.data = None
 
 
