@@ -389,9 +389,10 @@ class TiledSR:
                     log(f"out of memory: retrying with {tile} px tiles")
 
     def _store(self, tile: int) -> Store:
-        """Whole-image feature maps stay in memory within half the memory budget, the rest goes to disk."""
+        """Whole-image feature maps stay in memory within a budget tied to the tile (the user's memory knob,
+        at most 1/8 of the memory budget), the rest goes to disk: memory does not grow with the area."""
         budget = _cuda_budget(self.device) if self.device.type == "cuda" else (self.ram_budget or _cpu_budget())
-        return Store(self.device, int(budget / 2), self.workdir)
+        return Store(self.device, int(min(budget / 8, max(16 << 20, 64 * tile * tile))), self.workdir)
 
     def _run(self, read, write, lr_size, out_size, seed, samples, groups, combine, channels, tile, window,
              progress, cancel, log) -> EngineResult:
