@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .consistency import PASSES, Placement, back_project
+from .consistency import PASSES, Placement, back_project, halo
+from .engine_canvas import Canvas, Store
+from .engine_decode import bicubic_rows, csum_tile, level_weights, run_lr_features, skip_window
+from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
 from .errors import Cancelled, E2DiffSRError
 from .model import E2DiffSR, Geometry
 
 LATENT = 8  # output pixels per latent cell
-LR_MARGIN = 8  # LR pixels of context around each tile's footprint
 
 
 # -- tile plan --------------------------------------------------------------------------------------------
@@ -70,24 +72,6 @@ def ramp(n_in: int, length: int, rising: bool) -> np.ndarray:
         else:
             w[length - n_in:] = r[::-1]
     return np.maximum(w, 1e-4)
-
-
-def lr_footprint(c0: int, c1: int, lr_n: int, out_n: int) -> tuple[int, int]:
-    """LR pixels (with LR_MARGIN of context) that output range [c0, c1) samples, unclipped."""
-    f0 = math.floor((c0 + 0.5) * lr_n / out_n - 0.5) - LR_MARGIN
-    f1 = math.ceil((c1 - 0.5) * lr_n / out_n - 0.5) + 1 + LR_MARGIN
-    return f0, f1
-
-
-def lr_window_size(spans: list[Span], lr_n: int, out_n: int) -> int:
-    """One LR window size for every tile along an axis, so that tiles can share a batch."""
-    return min(lr_n, max(b - a for a, b in (lr_footprint(s.comp_start, s.comp_stop, lr_n, out_n) for s in spans)))
-
-
-def lr_window_start(c0: int, c1: int, lr_n: int, out_n: int, size: int) -> int:
-    """Start of a tile's LR window: around its footprint, moved inside the image (whose zero-padded border
-    is then exactly the whole-image pass's border)."""
-    return min(max(0, lr_footprint(c0, c1, lr_n, out_n)[0]), lr_n - size)
 
 
 def valid_out(valid: np.ndarray, lr_size, out_size, lr_origin, out_origin, size) -> np.ndarray:
@@ -136,16 +120,79 @@ class NoiseField:
 
 
 # -- device, precision, memory ----------------------------------------------------------------------------
-def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """auto: bf16 (else fp16) autocast on CUDA, none (fp32) on the CPU; fp32/bf16/fp16 force a choice
-    on CUDA (the CPU always runs fp32)."""
-    if precision == "fp32" or device.type != "cuda":
+def autocast_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool = False) -> torch.dtype | None:
+    """The autocast dtype of a run, or None for fp32.
+
+    auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 when ``cpu_bf16`` (the CPU computes
+    bf16 natively and a short measurement found it faster and agreeing, see :func:`cpu_bf16_pays`), else fp32.
+    fp32 and bf16 force a choice on either device; fp16 is for CUDA (a CPU runs it as fp32).
+    """
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        if precision == "bf16" or (precision == "auto" and cpu_bf16):
+            return torch.bfloat16
         return None
     if precision == "fp16":
         return torch.float16
     if precision == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_bf16_pays(model: E2DiffSR) -> bool:
+    """Whether bf16 autocast is worth it on this CPU for this model: native bf16 (AVX512-BF16 / AMX), and
+    the model's own heaviest layer types (3 x 3 convs of the SR branch and CSUM, the CSUM's 1 x 1 fusion) at
+    least 20% faster in bf16 while agreeing with fp32. Measured once per model object (about a second)."""
+    cached = getattr(model, "_cpu_bf16_pays", None)
+    if cached is not None:
+        return cached
+    verdict = False
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        verdict = _measure_bf16(model)
+    model._cpu_bf16_pays = verdict
+    return verdict
+
+
+@torch.no_grad()
+def _measure_bf16(model: E2DiffSR) -> bool:
+    import time
+
+    dec = model.first_stage_model.decoder
+    csum = dec.upsampler
+    layers = [csum.UPNet_x2_list[0][0], csum.fuse] + ([dec.FRUList[0].IMDB[0].c1] if dec.FRUList else [])
+    gen = torch.Generator().manual_seed(0)
+    times = {None: math.inf, torch.bfloat16: math.inf}
+    outs = {}
+    for rnd in range(3):  # alternating, best of each: robust to other processes sharing the cores
+        # a new size every round: a run meets many shapes, and bf16 kernels can cost more to set up
+        inputs = [torch.randn(1, _in_channels(layer), 32 + 8 * rnd, 48, generator=gen).contiguous(
+            memory_format=torch.channels_last) for layer in layers]
+        for dtype in times:
+            ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+            t = time.perf_counter()
+            with ctx:
+                outs[dtype] = [layer(x).float() for layer, x in zip(layers, inputs)]
+            if rnd:  # the first round loads the libraries
+                times[dtype] = min(times[dtype], time.perf_counter() - t)
+    agree = all(float((b - a).norm() / a.norm().clamp_min(1e-12)) < 0.02
+                for a, b in zip(outs[None], outs[torch.bfloat16]))
+    model._bf16_measurement = (times[None], times[torch.bfloat16], agree)
+    return agree and times[torch.bfloat16] < 0.8 * times[None]
+
+
+def _in_channels(layer: torch.nn.Module) -> int:
+    return layer[0].in_channels if isinstance(layer, torch.nn.Sequential) else layer.in_channels
+
+
+def set_cpu_threads() -> None:
+    """Use every core the process may run on (PyTorch may count the machine's, not the process's, cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
 
 
 def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
@@ -167,12 +214,6 @@ def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 
     px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
     side = int(math.sqrt(max(px, 1.0))) // 64 * 64
     return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
-
-
-def auto_tile_batch(model: E2DiffSR, device: torch.device, scale: float, tile: int, per_tile: int) -> int:
-    """Tiles per forward pass on CUDA: as many as the working-set budget holds, at most 16."""
-    per = bytes_per_output_pixel(model, scale) * tile * tile * per_tile
-    return int(max(1, min(16, _cuda_budget(device) // per)))
 
 
 CUDA_BUDGET = 6 * 2**30  # working set aimed at on a GPU, so that a run stays under ~8 GiB whatever the raster
@@ -282,16 +323,19 @@ DIFFUSION_WINDOW = 2048  # output pixels a side of one UNet window (the latent i
 class TiledSR:
     """Run ``model`` over an image of any size read through ``read`` and written through ``write``.
 
-    Three phases, so that the diffusion sees far more context than a decoder tile:
-    1. CondNet on output tiles, blended into a global latent c;
-    2. the T reverse steps of the UNet on large windows of that latent (the whole latent when it fits),
-       with noise indexed by global latent position, blended into a global z0;
-    3. the DPESR decoder on output tiles, blended and written as soon as final.
+    Every part of the model is computed once per pixel of its own grid (docs/design.md, "Tiling"):
+    1. CondNet, layer by layer over the whole output in bands of rows (engine_stream), with whole-image
+       GroupNorm statistics;
+    2. the T reverse steps of the UNet on large windows of the latent (the whole latent when it fits), with
+       noise indexed by global latent position;
+    3. the decoder's prior branch (latent grid) and LR-grid features (head, modulation, FRUs), streamed the
+       same way, then its CSUM and bicubic skip on output tiles of ``tile`` pixels, exact without overlap.
 
     read(x, y, w, h) -> (data [C, h, w] float32 in [0, 1], valid [h, w] bool), the LR image.
-    write(x, y, mean [C, h, w], valid [h, w], std [C, h, w] | None), output pixels that are final.
+    write(x, y, mean [C, h, w], valid [h, w], std [C, h, w] | None), output pixels, each written once.
     groups: the channel triples the model runs on (e.g. [[0, 1, 2]]; 1 band: [[0, 0, 0]]).
     combine(outputs per group) -> [C, h, w]: the inverse of the grouping.
+    ``tile`` bounds the working set: output tiles of tile x tile pixels, and bands of about as many pixels.
     """
 
     def __init__(self, model: E2DiffSR, device: torch.device, tile: int = 0, overlap: int = 0,
@@ -299,27 +343,25 @@ class TiledSR:
                  workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
                  passes: int = PASSES):
         self.model = model
-        # back-project every decoded tile onto the input (consistency.py); False: the model's own output
+        # back-project every output tile onto the input (consistency.py); 0 passes: the model's own output
         self.passes = int(passes) if consistency else 0
         self.device = device
         self.tile = int(tile)
-        self.overlap = int(overlap)
-        self.batch = int(batch)  # tiles per forward pass; 0: 1 on the CPU, from free memory on CUDA
+        self.overlap = int(overlap)  # accepted for compatibility: output tiles are exact and need none
+        self.batch = int(batch)
         self.workdir = workdir
         self.diffusion_window = int(diffusion_window)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-            model.to(memory_format=torch.channels_last)
-        self.amp = autocast_dtype(device, precision)
+        model.to(memory_format=torch.channels_last)  # the fast layout for convolutions, CPU and GPU alike
+        if device.type == "cpu":
+            set_cpu_threads()
+        self.amp = autocast_dtype(device, precision, device.type == "cpu" and precision == "auto"
+                                  and cpu_bf16_pays(model))
         self.ram_budget = ram_budget
 
     def plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
-        """Decoder tile size and overlap (output pixels) a run at this scale starts with."""
+        """Output tile size and overlap (output pixels; the overlap is 0) a run at this scale starts with."""
         tile = self.tile or auto_tile(self.model, self.device, scale, batch, self.ram_budget)
-        tile = max(64, tile // LATENT * LATENT)
-        overlap = self.overlap or max(16, (tile // 8) // LATENT * LATENT)
-        overlap = min(overlap // LATENT * LATENT, (tile // 2) // LATENT * LATENT - LATENT)
-        return tile, max(LATENT, overlap)
+        return max(64, tile // LATENT * LATENT), 0
 
     def run(self, read: Reader, write: Writer, lr_size: tuple[int, int], scale: float, seed: int = 0,
             samples: int = 1, groups: list[list[int]] | None = None, combine=None, channels: int = 3,
@@ -337,13 +379,12 @@ class TiledSR:
                                 "use a larger input or scale")
         groups = groups or [[0, 1, 2]]
         combine = combine or (lambda outs: outs[0])
-        batch = len(groups) * samples
-        tile, overlap = self.plan_sizes(scale, batch)
+        tile, _ = self.plan_sizes(scale, len(groups) * samples)
         window = self.diffusion_window or DIFFUSION_WINDOW
         while True:
             try:
-                return self._run(read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels,
-                                 tile, overlap, window, progress, cancel, log, correction)
+                return self._run(read, write, lr_size, out_size, seed, samples, groups, combine, channels,
+                                 tile, window, progress, cancel, log, correction)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not is_oom(exc) or (tile <= 64 and window <= 256):
                     if is_oom(exc):
@@ -353,215 +394,158 @@ class TiledSR:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 tile = max(64, tile // 2 // LATENT * LATENT)
-                overlap = min(overlap, (tile // 2) // LATENT * LATENT - LATENT)
                 window = max(256, window // 2)
                 if log:
                     log(f"out of memory: retrying with {tile} px tiles")
 
-    def _run(self, read, write, lr_size, out_size, scale, seed, samples, groups, combine, channels, tile,
-             overlap, window, progress, cancel, log, correction=None) -> EngineResult:
+    def _store(self, tile: int) -> Store:
+        """Whole-image feature maps stay in memory within a budget tied to the tile (the user's memory knob,
+        at most 1/8 of the memory budget), the rest goes to disk: memory does not grow with the area."""
+        budget = _cuda_budget(self.device) if self.device.type == "cuda" else (self.ram_budget or _cpu_budget())
+        return Store(self.device, int(min(budget / 8, max(16 << 20, 64 * tile * tile))), self.workdir)
+
+    def _run(self, read, write, lr_size, out_size, seed, samples, groups, combine, channels, tile, window,
+             progress, cancel, log, correction=None) -> EngineResult:
         model = self.model
         H, W = out_size
-        LH, LW = H // LATENT, W // LATENT
-        rows = plan_axis(H, tile, overlap)
-        cols = plan_axis(W, tile, overlap)
+        rows, cols = tile_starts(H, tile), tile_starts(W, tile)
+        if log:
+            log(f"{len(rows) * len(cols)} output tile(s) of {tile} px on {self.device}")
+        G, S = len(groups), samples
+        dec = model.first_stage_model.decoder
+        store = self._store(tile)
+        ticker = _Progress(progress, (encoder_passes(model.cond_stage_model), diffusion_units(out_size, window, model),
+                                      prior_passes(dec) + lr_passes(dec) + len(rows) * len(cols)))
+        st = Streamer(store, tile * tile, self._autocast, cancel, lambda: ticker.step(0))
+        cond = None
+        try:
+            lr = self._read_lr(st, read, lr_size, groups)
+            enc = model.cond_stage_model
+
+            def first(a, b):  # conv_in of bicubic(LR) on the output grid
+                lo, hi = max(0, a - 1), min(H, b + 1)
+                return crop(st.conv(enc.conv_in, bicubic_rows(lr, lo, hi, lr_size, out_size)), lo, a, b)
+
+            cond = run_encoder(st, enc, first, (G, enc.conv_in.out_channels, H, W))
+            z0 = self._diffuse(cond, lr_size, out_size, seed, S, G, window, ticker, cancel)
+            cond.free()
+            st.tick = lambda: ticker.step(2)
+            feats = self._features(st, z0, lr, lr_size, out_size, S)
+            z0.close()
+            self._write_tiles(st, feats, read, write, lr_size, out_size, rows, cols, groups, combine, channels,
+                              S, ticker, cancel, correction)
+        finally:
+            store.close()
+        return EngineResult(out_size, tile, 0, str(self.device), len(rows) * len(cols), rows, cols)
+
+    def _read_lr(self, st: Streamer, read, lr_size, groups) -> Canvas:
+        """The LR image in the model's [-1, 1] space, one channel triple per group: [G, 3, h, w]."""
+        h, w = lr_size
+
+        def band(a, b):
+            data, _ = read(0, a, w, b - a)
+            x = torch.from_numpy(np.ascontiguousarray(data[np.array(groups)], np.float32))
+            return (x.to(self.device) - 0.5) / 0.5
+
+        return st.run((len(groups), 3, h, w), band)[0]
+
+    def _diffuse(self, cond: Canvas, lr_size, out_size, seed, S, G, window, ticker, cancel) -> LatentCanvas:
+        """The reverse chain on large latent windows. Every step is blended across windows before the next
+        one reads it (so overlapping windows agree, as in MultiDiffusion), with noise indexed by global
+        latent position."""
+        model = self.model
+        LH, LW = out_size[0] // LATENT, out_size[1] // LATENT
         lat_win = max(2 * LATENT, window // LATENT // LATENT * LATENT)  # latent cells, a multiple of 8
         lat_overlap = min(2 * LATENT, lat_win // 4 // LATENT * LATENT) or LATENT
-        lrows = plan_axis(LH, lat_win, lat_overlap)
-        lcols = plan_axis(LW, lat_win, lat_overlap)
-        if log:
-            log(f"tiles: {len(rows) * len(cols)} of {tile} px (overlap {overlap} px), "
-                f"{len(lrows) * len(lcols)} diffusion window(s) on {self.device}")
-        G, S = len(groups), samples
-        lr_win = (lr_window_size(rows, lr_size[0], H), lr_window_size(cols, lr_size[1], W))
-        batch_tiles = self.batch or (1 if self.device.type == "cpu" else max(1, auto_tile_batch(
-            self.model, self.device, scale, tile, G * S)))
-        n_tiles = len(rows) * len(cols)
-        n_windows = len(lrows) * len(lcols)
-        ticker = _Progress(progress, (n_tiles, n_windows * model.cfg.timesteps, n_tiles))
-        cond = LatentCanvas(G, model.cfg.embed_dim, LH, LW, self.workdir)
-        canvases = [cond]  # closed (temporary files removed) however the run ends
-        try:
-            # phase 1: CondNet, per output tile, into the global c
-            for ri, ry in enumerate(rows):
-                ya, yb, wy = _latent_ramps(rows, ri, LH)
-                for chunk, first in self._chunks(cols, batch_tiles):
-                    _check(cancel)
-                    lr, geo, _, _ = self._inputs(read, lr_size, out_size, ry, chunk, lr_win, groups)
-                    c = self._condition(lr, geo)  # [n*G, 4, lh, lw]
-                    for i, cx in enumerate(chunk):
-                        xa, xb, wx = _latent_ramps(cols, first + i, LW)
-                        oy, ox = ya - ry.comp_start // LATENT, xa - cx.comp_start // LATENT
-                        cond.add(ya, xa, c[i * G:(i + 1) * G, :, oy:oy + yb - ya, ox:ox + xb - xa],
-                                 wy[:, None] * wx[None, :])
-                        ticker.step(0)
-            # phase 2: the reverse chain on large latent windows. Every step is blended across windows before
-            # the next one reads it (so overlapping windows agree, as in MultiDiffusion), with noise indexed by
-            # global latent position.
-            noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(S)]
-            whole = Geometry.whole(lr_size, out_size)  # the UNet's scale inputs are the whole image's
-            T = model.cfg.timesteps
-            z = None
-            for i, t in enumerate(reversed(range(T))):
-                nxt = LatentCanvas(S * G, model.cfg.embed_dim, LH, LW, self.workdir)
-                canvases.append(nxt)
+        lrows, lcols = plan_axis(LH, lat_win, lat_overlap), plan_axis(LW, lat_win, lat_overlap)
+        noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(S)]
+        whole = Geometry.whole(lr_size, out_size)  # the UNet's scale inputs are the whole image's
+        T = model.cfg.timesteps
+        z = None
+        for i, t in enumerate(reversed(range(T))):
+            nxt = LatentCanvas(S * G, model.cfg.embed_dim, LH, LW, self.workdir)
+            try:
                 for li in range(len(lrows)):
                     ya, yb, wy = _latent_ramps(lrows, li, LH, 1)
                     y0, y1 = lrows[li].comp_start, lrows[li].comp_stop
+                    c_rows = cond.read(y0, y1)
                     for lj in range(len(lcols)):
                         _check(cancel)
                         xa, xb, wx = _latent_ramps(lcols, lj, LW, 1)
                         x0, x1 = lcols[lj].comp_start, lcols[lj].comp_stop
                         noises = self._tile_noise(noise, y0, [x0], (y1 - y0, x1 - x0), G)
                         zw = noises[0] if z is None else torch.from_numpy(z.read(y0, y1, x0, x1))
-                        c = np.tile(cond.read(y0, y1, x0, x1), (S, 1, 1, 1))  # [S*G, 4, h, w]
-                        out = self._step(zw, torch.from_numpy(c), t, noises[i + 1] if t > 0 else None, whole)
+                        c = c_rows[:, :, :, x0:x1].repeat(S, 1, 1, 1)  # [S*G, 4, h, w]
+                        out = self._step(zw, c, t, noises[i + 1] if t > 0 else None, whole)
                         nxt.add(ya, xa, out[:, :, ya - y0:yb - y0, xa - x0:xb - x0], wy[:, None] * wx[None, :])
                         ticker.step(1)
+            except BaseException:
+                nxt.close()
+                raise
+            finally:
                 if z is not None:
                     z.close()
-                z = nxt
-            # phase 3: the decoder, per output tile, blended and written as soon as final
-            self._decode_and_write(read, write, lr_size, out_size, rows, cols, lr_win, groups, combine, channels,
-                                   S, z, batch_tiles, ticker, cancel, correction)
-        finally:
-            for canvas in canvases:
-                canvas.close()
-        return EngineResult(out_size, tile, overlap, str(self.device), n_tiles,
-                            [r.start for r in rows], [c.start for c in cols])
+            z = nxt
+        return z
 
-    @staticmethod
-    def _chunks(cols: list[Span], batch_tiles: int):
-        """Runs of consecutive same-size column tiles, at most batch_tiles long: (chunk, index of its first)."""
-        ci = 0
-        while ci < len(cols):
-            chunk = [cols[ci]]
-            while (ci + len(chunk) < len(cols) and len(chunk) < batch_tiles and
-                   cols[ci + len(chunk)].comp_stop - cols[ci + len(chunk)].comp_start
-                   == chunk[0].comp_stop - chunk[0].comp_start):
-                chunk.append(cols[ci + len(chunk)])
-            yield chunk, ci
-            ci += len(chunk)
+    def _features(self, st: Streamer, z0: LatentCanvas, lr: Canvas, lr_size, out_size, S: int) -> Canvas:
+        """The decoder up to the CSUM: prior maps from z0, then the LR-grid features, batch [S*G, ...]."""
+        model = self.model
+        dec = model.first_stage_model.decoder
+        pq = model.first_stage_model.post_quant_conv
+        n = z0.acc.shape[0]
+        LH, LW = z0.acc.shape[2], z0.acc.shape[3]
+        inv = float(1.0 / model.scale_factor)
 
-    def _decode_and_write(self, read, write, lr_size, out_size, rows, cols, lr_win, groups, combine, channels,
-                          samples, z0, batch_tiles, ticker, cancel, correction=None):
+        def first(a, b):
+            lo, hi = max(0, a - 1), min(LH, b + 1)
+            z = torch.from_numpy(z0.read(lo, hi, 0, LW)).to(self.device) * inv
+            return crop(st.conv(dec.conv_in, st.conv(pq, z)), lo, a, b)
+
+        maps = run_prior(st, dec, first, (n, dec.conv_in.out_channels, LH, LW)) if dec.prior_branch else None
+        lr_n = lr if S == 1 else _Repeated(lr, S)
+        feats = run_lr_features(st, dec, lr_n, maps, out_size[0] / lr_size[0])
+        for mp in maps or []:
+            mp.free()
+        return feats
+    def _write_tiles(self, st: Streamer, feats: Canvas, read, write, lr_size, out_size, rows, cols, groups,
+                     combine, channels, S, ticker, cancel, correction=None) -> None:
+        """CSUM and bicubic skip per output tile; each tile is final and written at once. With the consistency
+        correction on, a tile is computed with the halo its back-projection needs and cropped afterwards."""
+        csum = self.model.first_stage_model.decoder.upsampler
+        G = len(groups)
         H, W = out_size
-        n_out = channels * (2 if samples > 1 else 1) + (channels if correction else 0)
-        carry_top = None  # accumulated (values, weights) of the rows shared with the previous tile row
-        for ri, ry in enumerate(rows):
-            next_row_overlap = rows[ri + 1].start if ri + 1 < len(rows) else ry.stop
-            keep_rows = ry.stop - next_row_overlap  # rows shared with the next tile row
-            top_n = (rows[ri - 1].stop - ry.start) if ri > 0 else 0
-            wy = ramp(top_n, ry.stop - ry.start, True) * ramp(keep_rows, ry.stop - ry.start, False)
-            carry_bottom = np.zeros((n_out + 1, keep_rows, W), np.float32)
-            carry_left = None
-            for chunk, first in self._chunks(cols, batch_tiles):
+        level_w = level_weights(csum, lr_size[0] / out_size[0], feats.shape[0], self.device)
+        margin = halo(lr_size, out_size, self.passes) if self.passes else 0
+        for ri, y0 in enumerate(rows):
+            y1 = rows[ri + 1] if ri + 1 < len(rows) else H
+            for ci, x0 in enumerate(cols):
                 _check(cancel)
-                results = self._decode_tiles(read, lr_size, out_size, ry, chunk, lr_win, groups, combine,
-                                             samples, z0, correction is not None)
-                for i, (cx, (values, valid)) in enumerate(zip(chunk, results)):
-                    ci = first + i
-                    next_col_overlap = cols[ci + 1].start if ci + 1 < len(cols) else cx.stop
-                    keep_cols = cx.stop - next_col_overlap
-                    left_n = (cols[ci - 1].stop - cx.start) if ci > 0 else 0
-                    wx = ramp(left_n, cx.stop - cx.start, True) * ramp(keep_cols, cx.stop - cx.start, False)
-                    weight = wy[:, None] * wx[None, :]
-                    acc = np.concatenate([values * weight[None], weight[None]], axis=0)
-                    if left_n:
-                        acc[:, :, :left_n] += carry_left
-                    if top_n:
-                        acc[:, :top_n, left_n:] += carry_top[:, :, cx.start + left_n:cx.stop]
-                    final_h = acc.shape[1] - keep_rows
-                    final_w = acc.shape[2] - keep_cols
-                    if final_h > 0 and final_w > 0:
-                        out = acc[:n_out, :final_h, :final_w] / acc[n_out:, :final_h, :final_w]
-                        self._emit(write, cx.start, ry.start, out, valid[:final_h, :final_w], channels, samples,
-                                   correction)
-                    if keep_rows:
-                        carry_bottom[:, :, cx.start:cx.start + final_w] = acc[:, final_h:, :final_w]
-                    carry_left = acc[:, :, final_w:].copy()
-                    ticker.step(2)
-            carry_top = carry_bottom
-
-    @staticmethod
-    def _emit(write, x, y, out, valid, channels, samples, correction=None):
-        mean = out[:channels]
-        std = None
-        if samples > 1:
-            var = out[channels:2 * channels] - mean * mean  # blended E[x^2] - (blended E[x])^2
-            std = np.sqrt(np.maximum(var, 0.0))
-        write(x, y, mean, valid, std)
-        if correction is not None:
-            correction(x, y, out[-channels:], valid, None)
-
-    def _inputs(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, groups):
-        """LR windows of a batch of same-size tiles of one tile row: (lr [n*G, 3, h, w], geometry, valids,
-        LR origins)."""
-        H_lr, W_lr = lr_size
-        H, W = out_size
-        oy0, oy1 = ry.comp_start, ry.comp_stop
-        ly0 = lr_window_start(oy0, oy1, H_lr, H, lr_win[0])
-        datas, valids, lr_origins, out_origins = [], [], [], []
-        for cx in chunk:
-            lx0 = lr_window_start(cx.comp_start, cx.comp_stop, W_lr, W, lr_win[1])
-            data, valid = read(lx0, ly0, lr_win[1], lr_win[0])
-            datas.append(data[np.array(groups)])  # [G, 3, h, w]
-            valids.append(valid)
-            lr_origins.append((ly0, lx0))
-            out_origins.append((oy0, cx.comp_start))
-        comp_w = chunk[0].comp_stop - chunk[0].comp_start
-        if tuple(lr_win) == (H_lr, W_lr) and (oy1 - oy0, comp_w) == (H, W):
-            geo = Geometry.whole((H_lr, W_lr), (H, W))  # one tile is the whole image: the release's own resizes
-        else:
-            geo = Geometry.tiles((H_lr, W_lr), (H, W), lr_origins, lr_win, out_origins, (oy1 - oy0, comp_w))
-        lr = torch.from_numpy(np.ascontiguousarray(np.concatenate(datas)))  # [n*G, 3, h, w]
-        return lr, geo, valids, lr_origins
-
-    def _decode_tiles(self, read, lr_size, out_size, ry: Span, chunk: list[Span], lr_win, groups, combine,
-                      samples, z0: LatentCanvas, with_correction: bool = False):
-        """Decode a batch of same-size tiles of one tile row; return each one's (values, valid) contribution
-        (values: the mean, then E[x^2] when samples > 1, then the mean |correction| when asked)."""
-        G, n = len(groups), len(chunk)
-        lr, geo, valids, lr_origins = self._inputs(read, lr_size, out_size, ry, chunk, lr_win, groups)
-        lat = geo.latent_size
-        ly = ry.comp_start // LATENT
-        z = np.concatenate([z0.read(ly, ly + lat[0], cx.comp_start // LATENT, cx.comp_start // LATENT + lat[1])
-                            for cx in chunk])  # [n*S*G, 4, h, w]: tile, then sample, then group
-        # the LR of each tile repeated for its samples: [n, G, ...] -> [n, S, G, ...]
-        lr = lr.reshape(n, 1, G, *lr.shape[1:]).expand(n, samples, G, *lr.shape[1:]).reshape(-1, *lr.shape[1:])
-        out = self._decode(torch.from_numpy(z), lr, geo)  # [n*S*G, 3, oh, ow] in [0, 1]
-        delta = self._make_consistent(out, lr.numpy(), valids, lr_origins, lr_size, out_size, ry, chunk)
-        results = []
-        sy = ry.start - ry.comp_start
-        hh = ry.stop - ry.start
-        for i, cx in enumerate(chunk):
-            sx = cx.start - cx.comp_start
-            ww = cx.stop - cx.start
-            tile_out = out[i * samples * G:(i + 1) * samples * G, :, sy:sy + hh, sx:sx + ww]
-            stack = np.stack([combine([tile_out[k * G + g] for g in range(G)]) for k in range(samples)])
-            values = stack.mean(0)
-            if samples > 1:
-                values = np.concatenate([values, (stack * stack).mean(0)], axis=0)
-            if with_correction:
-                d = np.abs(delta[i * samples * G:(i + 1) * samples * G, :, sy:sy + hh, sx:sx + ww])
-                d = np.stack([combine([d[k * G + g] for g in range(G)]) for k in range(samples)]).mean(0)
-                values = np.concatenate([values, d], axis=0)
-            valid = valid_out(valids[i], lr_size, out_size, lr_origins[i], (ry.start, cx.start), (hh, ww))
-            results.append((values.astype(np.float32), valid))
-        return results
-
-    def _make_consistent(self, out, lr, valids, lr_origins, lr_size, out_size, ry: Span, chunk: list[Span]):
-        """Back-project each decoded tile (all its samples and band groups) onto its LR window, in place, on
-        the global grids; return the correction (zero when consistency is off)."""
-        delta = np.zeros_like(out)
-        if not self.passes:
-            return delta
-        per = out.shape[0] // len(chunk)
-        for i, cx in enumerate(chunk):
-            k = slice(i * per, (i + 1) * per)
-            where = Placement(lr_size, out_size, lr_origins[i], (ry.comp_start, cx.comp_start))
-            out[k], delta[k] = back_project(out[k], lr[k], valids[i], self.passes, where, self.device)
-        return delta
+                x1 = cols[ci + 1] if ci + 1 < len(cols) else W
+                ext = (max(0, y0 - margin), min(H, y1 + margin), max(0, x0 - margin), min(W, x1 + margin))
+                lx, ly, lw, lh = skip_window(ext, lr_size, out_size)
+                data, valid = read(lx, ly, lw, lh)
+                lr01 = np.ascontiguousarray(data[np.array(groups)], np.float32)  # [G, 3, lh, lw]
+                lr = (torch.from_numpy(lr01).to(self.device) - 0.5) / 0.5
+                out = csum_tile(st, csum, feats, lr.repeat(S, 1, 1, 1), (ly, lx), ext, lr_size, out_size, level_w)
+                out = (out.clamp(-1, 1) * 0.5 + 0.5).float().cpu().numpy()  # [S*G, 3, eh, ew]
+                delta = None
+                if self.passes:
+                    where = Placement(lr_size, out_size, (ly, lx), (ext[0], ext[2]))
+                    out, delta = back_project(out, np.tile(lr01, (S, 1, 1, 1)), valid, self.passes, where,
+                                              self.device)
+                keep = (slice(None), slice(None), slice(y0 - ext[0], y1 - ext[0]), slice(x0 - ext[2], x1 - ext[2]))
+                out = out[keep]
+                stack = np.stack([combine([out[k * G + g] for g in range(G)]) for k in range(S)])
+                mean = stack.mean(0)
+                std = np.sqrt(np.maximum((stack * stack).mean(0) - mean * mean, 0.0)) if S > 1 else None
+                ok = valid_out(valid, lr_size, out_size, (ly, lx), (y0, x0), (y1 - y0, x1 - x0))
+                write(x0, y0, mean[:channels], ok, std)
+                if correction is not None:
+                    d = np.abs(delta[keep]) if delta is not None else np.zeros_like(out)
+                    size = np.stack([combine([d[k * G + g] for g in range(G)]) for k in range(S)]).mean(0)
+                    correction(x0, y0, size[:channels], ok, None)
+                ticker.step(2)
 
     @staticmethod
     def _tile_noise(noise, ly, lxs, lat, groups):
@@ -574,18 +558,8 @@ class TiledSR:
         stacked = torch.cat(per_tile, dim=1)  # [T, n*samples*G, 4, h, w]
         return list(stacked.unbind(0))
 
-    def _prepare(self, lr01: torch.Tensor) -> torch.Tensor:
-        x = (lr01.to(self.device, non_blocking=True) - 0.5) / 0.5
-        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x.contiguous()
-
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
-
-    @torch.no_grad()
-    def _condition(self, lr01: torch.Tensor, geo: Geometry) -> np.ndarray:
-        with self._autocast():
-            c = self.model.condition(self._prepare(lr01), geo)
-        return c.float().cpu().numpy()
 
     @torch.no_grad()
     def _step(self, z: torch.Tensor, c: torch.Tensor, t: int, noise: torch.Tensor | None, geo: Geometry):
@@ -597,11 +571,33 @@ class TiledSR:
                                                 None if noise is None else noise.to(dev))
         return out.float().cpu().numpy()
 
-    @torch.no_grad()
-    def _decode(self, z: torch.Tensor, lr01: torch.Tensor, geo: Geometry) -> np.ndarray:
-        with self._autocast():
-            out = self.model.decode(z.to(self.device), self._prepare(lr01), geo)
-        return (out.float().clamp(-1, 1) * 0.5 + 0.5).cpu().numpy()
+
+class _Repeated:
+    """A canvas seen ``times`` times along the batch (the LR of every sample)."""
+
+    def __init__(self, canvas: Canvas, times: int):
+        self.canvas, self.times = canvas, times
+        n, c, h, w = canvas.shape
+        self.shape = (n * times, c, h, w)
+
+    @property
+    def height(self) -> int:
+        return self.shape[2]
+
+    def read(self, a: int, b: int) -> torch.Tensor:
+        return self.canvas.read(a, b).repeat(self.times, 1, 1, 1)
+
+
+def tile_starts(size: int, tile: int) -> list[int]:
+    """Starts of output tiles of ``tile`` pixels (the last one may be narrower)."""
+    return list(range(0, size, tile))
+
+
+def diffusion_units(out_size, window: int, model: E2DiffSR) -> int:
+    lat_win = max(2 * LATENT, window // LATENT // LATENT * LATENT)
+    n = [len(plan_axis(s // LATENT, lat_win, min(2 * LATENT, lat_win // 4 // LATENT * LATENT) or LATENT))
+         for s in out_size]
+    return n[0] * n[1] * model.cfg.timesteps
 
 
 class _Progress:
@@ -613,7 +609,8 @@ class _Progress:
     def step(self, phase: int) -> None:
         self.done[phase] += 1
         if self.callback is not None:
-            self.callback(min(1.0, sum(w * d / max(1, c) for w, d, c in zip(PHASES, self.done, self.counts))))
+            self.callback(min(1.0, sum(w * min(d, c) / max(1, c)
+                                       for w, d, c in zip(PHASES, self.done, self.counts))))
 
 
 def _check(cancel) -> None:

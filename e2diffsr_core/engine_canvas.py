@@ -1,0 +1,146 @@
+"""Whole-image feature maps kept by rows, and running normalisation statistics.
+
+The streamed passes of the engine (engine_stream) read and write feature maps one band of rows at a time.
+A :class:`Canvas` holds one such map for the whole image: in memory when small, otherwise in a temporary
+file written and read with plain positioned I/O (rows first, so that a band is one contiguous read), so the
+process's resident memory stays bounded whatever the raster's area.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+
+from .errors import E2DiffSRError
+
+CL = torch.channels_last
+
+
+class Store:
+    """Where a run's canvases live: memory while all of them together stay within ``ram_budget`` bytes, a
+    temporary folder beyond, so that memory is bounded by the budget whatever the raster's area."""
+
+    def __init__(self, device: torch.device, ram_budget: int, workdir: str | None = None):
+        self.device, self.ram_budget, self.workdir = device, int(ram_budget), workdir
+        self.in_memory = 0
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._count = 0
+
+    def folder(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=".e2diffsr-features-", dir=self.workdir)
+        return self._tmp.name
+
+    def canvas(self, n: int, c: int, h: int, w: int) -> Canvas:
+        size = n * c * h * w * 4
+        if self.in_memory + size <= self.ram_budget:
+            self.in_memory += size
+            return Canvas(n, c, h, w, self.device, self)
+        self._count += 1
+        return FileCanvas(n, c, h, w, self.device, os.path.join(self.folder(), f"f{self._count}.bin"))
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class Canvas:
+    """A feature map [N, C, H, W] (float32, channels last: the fast layout for convolutions on CPUs and GPUs)
+    held in memory on the compute device."""
+
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, store: Store | None = None):
+        self.shape = (n, c, h, w)
+        self.store = store
+        self.data = torch.empty(self.shape, dtype=torch.float32, device=device, memory_format=CL)
+
+    @property
+    def height(self) -> int:
+        return self.shape[2]
+
+    def read(self, a: int, b: int) -> torch.Tensor:
+        return self.data[:, :, a:b]
+
+    def write(self, a: int, values: torch.Tensor) -> None:
+        self.data[:, :, a:a + values.shape[2]] = values
+
+    def add(self, a: int, values: torch.Tensor) -> None:
+        self.data[:, :, a:a + values.shape[2]] += values
+
+    def free(self) -> None:
+        if self.data is not None and self.store is not None:
+            self.store.in_memory -= self.data.numel() * 4
+        self.data = None
+
+
+class FileCanvas(Canvas):
+    """The same map in a file, rows first ([H, N, W, C]); only the band being used is in memory."""
+
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, path: str):
+        self.shape = (n, c, h, w)
+        self.device = device
+        self.path = path
+        self.row_bytes = n * c * w * 4
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if hasattr(os, "posix_fallocate"):  # reserve the space now rather than fail half-way
+                os.posix_fallocate(self.fd, 0, self.row_bytes * h)
+        except OSError as e:
+            self.free()
+            raise E2DiffSRError(f"no room for {self.row_bytes * h >> 20} MiB of temporary features in "
+                                f"{os.path.dirname(path)} ({e.strerror}); free disk space") from None
+
+    def read(self, a: int, b: int) -> torch.Tensor:
+        n, c, _, w = self.shape
+        raw = os.pread(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
+        rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(b - a, n, w, c)
+        if self.device.type == "cuda":  # page-locked, so the copy to the card runs asynchronously
+            rows = rows.pin_memory()
+        return rows.permute(1, 3, 0, 2).to(self.device, non_blocking=True).contiguous(memory_format=CL)
+
+    def write(self, a: int, values: torch.Tensor) -> None:
+        rows = values.detach().float().permute(2, 0, 3, 1).contiguous().cpu().numpy()
+        os.pwrite(self.fd, rows.tobytes(), self.row_bytes * a)
+
+    def add(self, a: int, values: torch.Tensor) -> None:
+        self.write(a, self.read(a, a + values.shape[2]) + values)
+
+    def free(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            os.unlink(self.path)
+            self.fd = None
+
+
+class Moments:
+    """Whole-image mean and variance per batch element and channel group, merged band by band (each band's
+    own Welford statistics in float32, merged in float64: no cancellation whatever the image size)."""
+
+    def __init__(self, groups: int):
+        self.groups = groups
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        n, c, h, w = x.shape
+        var, mean = torch.var_mean(x.detach().float(), dim=(2, 3), correction=0)  # per channel, any layout
+        mean, var = mean.double().view(n, self.groups, -1), var.double().view(n, self.groups, -1)
+        group_mean = mean.mean(-1)
+        var = (var + (mean - group_mean[..., None]) ** 2).mean(-1)  # channels of a group: equal counts
+        k = h * w * (c // self.groups)
+        mean, m2 = group_mean, var * k
+        if self.mean is None:
+            self.count, self.mean, self.m2 = k, mean, m2
+            return
+        total = self.count + k
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (k / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * k / total)
+        self.count = total
+
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and population variance [N, groups] in float64."""
+        return self.mean, self.m2 / self.count

@@ -1,0 +1,130 @@
+"""The decoder's LR-grid features over the whole image, then its CSUM on output tiles.
+
+The LR-grid features (head, modulation by the prior maps, FRUs) are streamed passes (engine_stream). The
+CSUM (paper Eq. 8-9) then runs per output tile: each of its levels (LR grid x1, x2, x4, x8) is computed
+only over the LR region its bilinear resize reads for this tile plus one pixel per 3 x 3 conv above it, and
+the per-pixel fusion needs no halo at all, so tiles are exact, need no overlap and no blending.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .engine_canvas import Canvas
+from .engine_stream import Streamer, run_fru
+from .model import Geometry
+
+
+def nearest_rows(mp: Canvas, a: int, b: int, lr_size: tuple[int, int]) -> torch.Tensor:
+    """Rows [a, b) of a latent-grid map resized (legacy nearest, float32 scale as F.interpolate) to the LR grid."""
+    lat_h, lat_w = mp.shape[2], mp.shape[3]
+    idx = []
+    for lo, hi, n_in, n_out in ((a, b, lat_h, lr_size[0]), (0, lr_size[1], lat_w, lr_size[1])):
+        scale = np.float32(n_in) / np.float32(n_out)
+        src = np.floor(np.arange(lo, hi, dtype=np.float32) * scale).astype(np.int64)
+        idx.append(np.minimum(src, n_in - 1))
+    y0, y1 = int(idx[0][0]), int(idx[0][-1]) + 1
+    rows = mp.read(y0, y1)
+    ys = torch.from_numpy(idx[0] - y0).to(rows.device)
+    xs = torch.from_numpy(idx[1]).to(rows.device)
+    return rows.index_select(2, ys).index_select(3, xs)
+
+
+def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, s: float) -> Canvas:
+    """head(LR), then per group: modulation by the prior map, FRU. Returns the features fed to the CSUM."""
+    n, _, h, w = lr.shape
+    ch = dec.head.out_channels
+    f, _ = st.run((n, ch, h, w), lambda a, b: st.conv3(dec.head, lr, a, b))
+    steps = list(reversed(dec.up)) if dec.prior_branch else [None] * len(dec.FRUList)
+    for k, group in enumerate(steps):
+        if group is not None:
+            s_t = torch.full((n, 1), s, dtype=torch.float32, device=st.store.device)
+            mp = maps[k]
+            f2, _ = st.run((n, ch, h, w), lambda a, b, g=group, mp=mp, s_t=s_t, f=f: g.modulation(
+                f.read(a, b), nearest_rows(mp, a, b, (h, w)).to(torch.float32), s_t))
+            f.free()
+            f = f2
+        if dec.sr_branch:
+            f2 = run_fru(st, dec.FRUList[k], f)
+            f.free()
+            f = f2
+    return f
+
+
+# -- CSUM on output tiles ---------------------------------------------------------------------------------
+def _lr_span(o0: int, o1: int, n_lr: int, n_out: int, margin: int) -> tuple[int, int]:
+    """LR pixels that output pixels [o0, o1) sample, with ``margin`` pixels of taps each side, clipped."""
+    ratio = n_lr / n_out
+    lo = math.floor((o0 + 0.5) * ratio - 0.5) - margin
+    hi = math.floor((o1 - 0.5) * ratio - 0.5) + 1 + margin
+    return max(0, lo), min(n_lr, hi)
+
+
+def level_regions(tile: tuple[int, int, int, int], lr_size, out_size, levels: int) -> list[list[tuple[int, int]]]:
+    """Per CSUM level, per axis, the LR region [lo, hi) to compute: what its bilinear resize reads, widened
+    by one LR pixel for every 3 x 3 conv of the levels above that reads it."""
+    oy0, oy1, ox0, ox1 = tile
+    need = [_lr_span(oy0, oy1, lr_size[0], out_size[0], 1), _lr_span(ox0, ox1, lr_size[1], out_size[1], 1)]
+    regions = [list(need)]
+    for _ in range(levels - 1):
+        above = regions[0]
+        regions.insert(0, [(max(0, min(lo - 1, nl)), min(n, max(hi + 1, nh)))
+                           for (lo, hi), (nl, nh), n in zip(above, need, lr_size)])
+    return regions
+
+
+def _level_geo(lr_size, out_size, region, tile) -> Geometry:
+    (ry0, ry1), (rx0, rx1) = region
+    oy0, oy1, ox0, ox1 = tile
+    return Geometry.tiles(lr_size, out_size, [(ry0, rx0)], (ry1 - ry0, rx1 - rx0), [(oy0, ox0)],
+                          (oy1 - oy0, ox1 - ox0))
+
+
+@torch.no_grad()
+def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origin: tuple[int, int],
+              tile: tuple[int, int, int, int], lr_size, out_size, level_w: torch.Tensor) -> torch.Tensor:
+    """CSUM(features) + bicubic(LR) for one output tile [N, 3, th, tw], in the model's [-1, 1] space."""
+    regions = level_regions(tile, lr_size, out_size, csum.levels)
+    (y0, y1), (x0, x1) = regions[0]
+    level = feats.read(y0, y1)[:, :, :, x0:x1]
+    resized = []
+    for k in range(csum.levels):
+        if k:
+            (py0, _), (px0, _) = regions[k - 1]
+            up = st.conv(csum.UPNet_x2_list[k - 1], level)
+            (y0, y1), (x0, x1) = regions[k]
+            f = 2 ** k
+            level = up[:, :, (y0 - py0) * f:(y1 - py0) * f, (x0 - px0) * f:(x1 - px0) * f]
+        geo = _level_geo(lr_size, out_size, regions[k], tile)
+        resized.append(geo.level_to_out(level, 2 ** k) * level_w[:, k, None, None, None])
+    out = st.conv(csum.fuse, torch.cat(resized, dim=1))
+    oy0, oy1, ox0, ox1 = tile
+    skip_geo = Geometry.tiles(lr_size, out_size, [lr_origin], tuple(lr_crop.shape[2:]), [(oy0, ox0)],
+                              (oy1 - oy0, ox1 - ox0))
+    return out + skip_geo.lr_to_out(lr_crop, "bicubic")
+
+
+def skip_window(tile, lr_size, out_size) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the LR pixels a tile's bicubic skip reads (four taps: two pixels of margin)."""
+    oy0, oy1, ox0, ox1 = tile
+    ly0, ly1 = _lr_span(oy0, oy1, lr_size[0], out_size[0], 2)
+    lx0, lx1 = _lr_span(ox0, ox1, lr_size[1], out_size[1], 2)
+    return lx0, ly0, lx1 - lx0, ly1 - ly0
+
+
+def level_weights(csum, r: float, n: int, device) -> torch.Tensor:
+    return csum.level_weights(torch.full((n, 1), r, dtype=torch.float32, device=device))
+
+
+def bicubic_rows(lr: Canvas, a: int, b: int, lr_size, out_size) -> torch.Tensor:
+    """Rows [a, b) (every column) of bicubic(LR) on the output grid: CondNet's input."""
+    ly0, ly1 = _lr_span(a, b, lr_size[0], out_size[0], 2)
+    geo = Geometry.tiles(lr_size, out_size, [(ly0, 0)], (ly1 - ly0, lr_size[1]), [(a, 0)], (b - a, out_size[1]))
+    return geo.lr_to_out(lr.read(ly0, ly1), "bicubic")
+
+
+__all__ = ["bicubic_rows", "csum_tile", "level_regions", "level_weights", "nearest_rows", "run_lr_features",
+           "skip_window"]
