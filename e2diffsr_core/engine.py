@@ -186,12 +186,14 @@ def _in_channels(layer: torch.nn.Module) -> int:
 
 
 def set_cpu_threads() -> None:
-    """Use every core the process may run on (PyTorch may count the machine's, not the process's, cores)."""
+    """No more threads than cores the process may run on (PyTorch may count the machine's, not the process's).
+    Never more than the caller chose: float sums depend on the thread count, and a caller that set it (e.g.
+    the ranks of superresolve-batch, to match single-process results) keeps it."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    if torch.get_num_threads() != cores:
+    if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
 
 

@@ -146,8 +146,8 @@ def superresolve_raster(
             engine = TiledSR(net, dev, tile=tile, precision=precision, workdir=writers[0].run_folder,
                              consistency=not raw)
             model_desc = _describe_model(model if model is not None else None, net)
-            plan_tile, plan_overlap = engine.plan_sizes(scale, len(reader.groups()) * samples)
-            log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px (overlap {plan_overlap} px), "
+            plan_tile, _ = engine.plan_sizes(scale, len(reader.groups()) * samples)
+            log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px, "
                 f"output {out_w} x {out_h} px, {len(reader.bands)} band(s)")
             result = engine.run(read, write, (reader.height, reader.width), scale, seed=seed, samples=samples,
                                 groups=reader.groups(), combine=reader.ungroup, channels=len(reader.bands),

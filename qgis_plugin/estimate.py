@@ -18,7 +18,7 @@ PROBE_OUTPUT = 128  # output pixels per side of the test pass
 
 def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile: int, model, device) -> dict:
     """Output size, band groups, tile size and tile count of the run (the engine's own planning)."""
-    from e2diffsr_core.engine import TiledSR, plan_axis
+    from e2diffsr_core.engine import TiledSR, tile_starts
 
     ds = gdal.Open(source)
     width, height, count = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
@@ -27,8 +27,8 @@ def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile:
     groups = max(1, math.ceil(n_bands / 3))
     out_w, out_h = int(width * scale), int(height * scale)
     engine = TiledSR(model, device, tile=tile)
-    tile_px, overlap = engine.plan_sizes(scale, groups * samples)
-    tiles = len(plan_axis(out_w, tile_px, overlap)) * len(plan_axis(out_h, tile_px, overlap))
+    tile_px, _ = engine.plan_sizes(scale, groups * samples)
+    tiles = len(tile_starts(out_w, tile_px)) * len(tile_starts(out_h, tile_px))
     return {"width": out_w, "height": out_h, "bands": n_bands, "groups": groups, "samples": samples,
             "tile": tile_px, "tiles": tiles}
 

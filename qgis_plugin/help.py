@@ -34,8 +34,12 @@ GPU (<i>cuda:1 &mdash; its name</i>). Scripts may write auto, cpu, cuda or cuda:
 <p><b>Samples</b> and <b>Uncertainty</b>: with several samples the output is their mean, and the optional \
 uncertainty raster holds their per-pixel standard deviation (where the model is unsure). It is loaded as \
 "<i>input name</i> x<i>scale</i> uncertainty".</p>
-<p><b>Tile size</b>: output pixels per tile side; 0 picks one that fits the device's memory. Tiles overlap and \
-are blended, so no seams appear.</p>
+<p><b>Tile size</b>: output pixels per tile side; 0 picks one that fits the device's memory. Every tile is \
+computed exactly as the whole image would be, so the tile size does not change the result and no seams appear.</p>
+<p><b>Raw model output</b>: off by default, the result is corrected so that, reduced back to the input's pixels, \
+it reproduces the input (more faithful, and closer to the truth on every test picture). Tick it for the model's \
+own output. <b>Consistency map</b> (optional): how much each pixel was corrected, in the input's units: where the \
+model's detail disagreed with the input.</p>
 <p><b>GeoTIFF creation options</b>: e.g. <code>COMPRESS=ZSTD;PREDICTOR=2</code> (separated by ; or |).</p>
 <p>Before the run the log states the plan (output size, tiles, device) and an estimated time measured with a \
 short test pass. Cancelling stops within a tile and leaves no output file. Requires PyTorch in the Python QGIS \

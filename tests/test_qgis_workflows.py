@@ -200,8 +200,8 @@ def test_plan_and_estimate_are_logged_before_the_run(provider, rasters, tiny_mod
     run({"INPUT": str(rasters["c64"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": "CPU",
          "TILE_SIZE": 64, "OUTPUT": str(tmp_path / "p.tif")}, feedback)
     plan = next(text for text in feedback.infos if text.startswith("Plan:"))
-    # 128 x 128 px out of 64 px tiles with overlap: 3 x 3 tiles, as the engine plans them.
-    assert "128 x 128 px output, 3 band(s) in 1 group(s)" in plan and "9 tile(s) of 64 px, on the CPU" in plan
+    # 128 x 128 px out of 64 px tiles (exact, no overlap): 2 x 2 tiles, as the engine plans them.
+    assert "128 x 128 px output, 3 band(s) in 1 group(s)" in plan and "4 tile(s) of 64 px, on the CPU" in plan
     assert "Estimated time: about " in plan and "32 x 32 px test pass" in plan
     assert feedback.infos.index(plan) < min(i for i, t in enumerate(feedback.infos) if t.startswith("device: "))
 

@@ -5,8 +5,8 @@ stage-2 run then gets the rest of the same total. Every resulting model is score
 pictures at x4 (PSNR of a centre crop against bicubic's).
 
     python training/compare_recipes.py --data data/samples --config training/configs/tiny.toml \
-        --total 40 --crop 64 --set data.scale_max=4 --set stage1.lr_patch=12 --set stage2.hr_crop=48 --set stage1.disc_weight=0 \
-        --out runs/compare
+        --total 40 --crop 64 --set data.scale_max=4 --set stage1.lr_patch=12 --set stage2.hr_crop=48 \
+        --set stage1.disc_weight=0 --out runs/compare
 """
 
 from __future__ import annotations
