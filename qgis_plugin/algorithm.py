@@ -102,6 +102,7 @@ def creation_options_widget() -> dict:
 class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
     SCALE = "SCALE"
+    TARGET_RESOLUTION = "TARGET_RESOLUTION"
     OUTPUT = "OUTPUT"
     MODEL = "MODEL"
     BANDS = "BANDS"
@@ -127,6 +128,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         super().__init__()
         self._source = None
         self._layer_name = None
+        self._resolution = None
+        self._scale = None
 
     # --- identity -------------------------------------------------------------------------------------------
     def name(self):
@@ -158,6 +161,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         # checked in checkParameterValues with a message instead.
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, tr(LABELS["SCALE"]), QgsProcessingParameterNumber.Double, defaultValue=2.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} in the layer's CRS units (optional; "
+                                       f"when set, {LABELS['SCALE']} is not used)"),
+            QgsProcessingParameterNumber.Double, optional=True))
         for param in self._advanced_parameters():
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -243,21 +250,41 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     # --- running --------------------------------------------------------------------------------------------
+    def _target_resolution(self, parameters, context) -> float | None:
+        value = parameters.get(self.TARGET_RESOLUTION)
+        if value is None or value == "":
+            return None
+        res = self.parameterAsDouble(parameters, self.TARGET_RESOLUTION, context)
+        if not math.isfinite(res) or res <= 0:
+            raise QgsProcessingException(tr(f"{label('TARGET_RESOLUTION')} must be a positive pixel size in the "
+                                            f"layer's CRS units (got {res:g}), or empty to use {label('SCALE')}."))
+        return res
+
     def prepareAlgorithm(self, parameters, context, feedback):
         # Batch processing and models run without checkParameterValues: the scale is checked again here.
-        scale = self.parameterAsDouble(parameters, self.SCALE, context)
-        problem = scale_problem(scale)
-        if problem:
-            raise QgsProcessingException(problem)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None or not layer.isValid():
             raise QgsProcessingException(tr(f"Could not load the input raster {parameters.get(self.INPUT)!r}"))
+        self._resolution = self._target_resolution(parameters, context)
+        if self._resolution is None:
+            scale = self.parameterAsDouble(parameters, self.SCALE, context)
+            problem = scale_problem(scale)
+        else:  # the model's scale inputs are height ratios; the engine checks both axes
+            scale = layer.rasterUnitsPerPixelY() / self._resolution
+            problem = None if 1.0 < scale <= _rules().MAX_SCALE else tr(
+                f"{label('TARGET_RESOLUTION')} {self._resolution:g} makes pixels {scale:.3g} times finer than the "
+                f"layer's ({layer.rasterUnitsPerPixelY():g}); the model works between 1x and "
+                f"{_rules().MAX_SCALE:g}x finer (down-sampling is GDAL's job: Raster > Projections > Warp).")
+        if problem:
+            raise QgsProcessingException(problem)
+        self._scale = scale
         if layer.providerType() != "gdal":
             raise QgsProcessingException(tr(
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
         self._source = layer.source()
-        self._layer_name = f"{layer.name()} x{scale:g}"
+        self._layer_name = (f"{layer.name()} x{scale:g}" if self._resolution is None
+                            else f"{layer.name()} at {self._resolution:g}")
         warning = scale_warning(scale)
         if warning:
             feedback.pushWarning(warning)
@@ -301,7 +328,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         )
         for name, keyword, _ in self.OPTIONAL_OUTPUTS:
             kwargs[keyword] = resolved.get(name)
-        scale = self.parameterAsDouble(parameters, self.SCALE, context)
+        scale = self._scale
+        if self._resolution is not None:
+            kwargs["resolution"] = (self._resolution, self._resolution)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)

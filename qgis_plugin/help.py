@@ -34,6 +34,9 @@ GPU (<i>cuda:1 &mdash; its name</i>). Scripts may write auto, cpu, cuda or cuda:
 <p><b>Samples</b> and <b>Uncertainty</b>: with several samples the output is their mean, and the optional \
 uncertainty raster holds their per-pixel standard deviation (where the model is unsure). It is loaded as \
 "<i>input name</i> x<i>scale</i> uncertainty".</p>
+<p><b>Target pixel size</b> (optional): the output's pixel size in the layer's CRS units (e.g. 0.04 for 4 cm \
+pixels from a 10 cm layer) instead of a scale factor; the output covers the same extent in whole pixels of that \
+size. The layer's pixels must be north-up and 1 to 16 times coarser.</p>
 <p><b>Tile size</b>: output pixels per tile side; 0 picks one that fits the device's memory. Every tile is \
 computed exactly as the whole image would be, so the tile size does not change the result and no seams appear.</p>
 <p><b>Raw model output</b>: off by default, the result is corrected so that, reduced back to the input's pixels, \

@@ -23,13 +23,15 @@ LABELS = {
     "CREATION_OPTIONS": "GeoTIFF creation options",
     "COG": "Write a Cloud Optimized GeoTIFF",
     "RAW": "Raw model output",
+    "TARGET_RESOLUTION": "Target pixel size",
     "CONSISTENCY_MAP": "Consistency map",
 }
 
 _FLAGS = {
     "--device": "DEVICE", "--samples": "SAMPLES", "--bands": "BANDS", "--scale": "SCALE", "--model": "MODEL",
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
-    "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--consistency-map": "CONSISTENCY_MAP",
+    "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION",
+    "--consistency-map": "CONSISTENCY_MAP",
 }
 
 # Whole phrases first, where a literal swap would read badly.

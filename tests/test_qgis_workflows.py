@@ -264,3 +264,23 @@ def test_engine_messages_are_worded_for_qgis():
     }
     for engine, qgis in cases.items():
         assert for_qgis(engine) == qgis
+
+
+# --- target pixel size -----------------------------------------------------------------------------------------
+def test_a_target_pixel_size_replaces_the_scale(provider, rasters, tiny_model_file, tmp_path, qgis_new_project):
+    import processing
+
+    out = tmp_path / "p04.tif"
+    processing.runAndLoadResults(ALG, {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "TARGET_RESOLUTION": 0.04,
+                                       "MODEL": str(tiny_model_file), "OUTPUT": "TEMPORARY_OUTPUT"})
+    layer = QgsProject.instance().mapLayersByName("a48 at 0.04")[0]
+    ds = gdal.Open(layer.source())
+    assert (ds.RasterXSize, ds.RasterYSize) == (120, 120)  # 4.8 m in pixels of 0.04 m, not the x2 of SCALE
+    assert ds.GetGeoTransform()[1] == pytest.approx(0.04) and ds.GetGeoTransform()[5] == pytest.approx(-0.04)
+    feedback = Recorder()
+    with pytest.raises(QgsProcessingException):  # not finer than the layer's 0.1 m pixels
+        run({"INPUT": str(rasters["a48"]), "SCALE": 2.0, "TARGET_RESOLUTION": 0.2, "MODEL": str(tiny_model_file),
+             "OUTPUT": str(out)}, feedback)
+    errors = [text for kind, text in feedback.lines if kind == "error"]
+    assert any("'Target pixel size'" in e and "down-sampling is GDAL's job" in e for e in errors), feedback.lines
+    assert not out.exists()
