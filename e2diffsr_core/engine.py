@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import rules
 from .consistency import PASSES, Placement, back_project, halo
 from .engine_canvas import Canvas, Store
 from .engine_decode import bicubic_rows, csum_tile, level_weights, run_lr_features, skip_window
@@ -375,10 +376,8 @@ class TiledSR:
         correction(x, y, |correction| [C, h, w], valid, None), when given: the size of the consistency
         correction (per band, [0, 1] units, mean over samples) of the pixels handed to ``write``."""
         h, w = lr_size
-        out_size = tuple(out_size) if out_size is not None else (int(h * scale), int(w * scale))
-        if min(out_size) < 16:
-            raise E2DiffSRError(f"the output ({out_size[1]} x {out_size[0]} px) would be under 16 px a side; "
-                                "use a larger input or scale")
+        out_size = tuple(out_size) if out_size is not None else rules.output_size(h, w, scale)
+        rules.check_output_side(out_size[1], out_size[0])
         groups = groups or [[0, 1, 2]]
         combine = combine or (lambda outs: outs[0])
         tile, _ = self.plan_sizes(scale, len(groups) * samples)
@@ -633,7 +632,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     dev = resolve_device(device)
     model = model.to(dev).eval()
     C, h, w = image.shape
-    H, W = int(h * scale), int(w * scale)
+    H, W = rules.output_size(h, w, scale)
     out = np.zeros((C, H, W), np.float32)
     std = np.zeros((C, H, W), np.float32) if samples > 1 else None
     fix = np.zeros((C, H, W), np.float32) if correction_map else None

@@ -75,6 +75,7 @@ class RasterReader:
 
     def __init__(self, path: str, bands: list[int] | None = None, ranges: list[tuple[float, float]] | None = None):
         self.path = os.fspath(path)
+        self._last_window = None
         self._ds = _open(self.path)
         try:
             self._setup(bands, ranges)
@@ -321,7 +322,14 @@ class RasterReader:
     def output_window(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> OutputWindow:
         """What the output window (x, y, w, h) of an ``out_w`` x ``out_h`` output takes straight from the input
         (see :class:`OutputWindow`): validity, mask and alpha from the input pixel under each output pixel's
-        centre; the input's values outside the band ranges interpolated bilinearly."""
+        centre; the input's values outside the band ranges interpolated bilinearly. The last window is kept:
+        the output, the uncertainty raster and the consistency map all ask for the same one in turn."""
+        key = (x, y, w, h, out_w, out_h)
+        if self._last_window is None or self._last_window[0] != key:
+            self._last_window = (key, self._output_window(*key))
+        return self._last_window[1]
+
+    def _output_window(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> OutputWindow:
         iy, ix = source_index(y, h, self.height, out_h), source_index(x, w, self.width, out_w)
         py, px = source_position(y, h, self.height, out_h), source_position(x, w, self.width, out_w)
         r0 = max(0, min(int(np.floor(py.min())), int(iy.min())))
