@@ -400,10 +400,14 @@ class TiledSR:
                     log(f"out of memory: retrying with {tile} px tiles")
 
     def _store(self, tile: int) -> Store:
-        """Whole-image feature maps stay in memory within a budget tied to the tile (the user's memory knob,
-        at most 1/8 of the memory budget), the rest goes to disk: memory does not grow with the area."""
+        """Whole-image feature maps stay in memory within a share of the memory budget (half on a CPU, a
+        quarter on a GPU, whose budget also holds the tiles' working set); the rest goes to disk, so memory
+        does not grow with the area. An explicit ``tile`` (the user's memory knob) also bounds that share."""
         budget = _cuda_budget(self.device) if self.device.type == "cuda" else (self.ram_budget or _cpu_budget())
-        return Store(self.device, int(min(budget / 8, max(16 << 20, 64 * tile * tile))), self.workdir)
+        share = budget / (4 if self.device.type == "cuda" else 2)
+        if self.tile:
+            share = min(share, max(16 << 20, 64 * tile * tile))
+        return Store(self.device, int(share), self.workdir)
 
     def _run(self, read, write, lr_size, out_size, seed, samples, groups, combine, channels, tile, window,
              progress, cancel, log, correction=None) -> EngineResult:
