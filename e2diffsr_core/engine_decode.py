@@ -92,6 +92,10 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     level = feats.read(y0, y1)[:, :, :, x0:x1]
     resized = []
     for k in range(csum.levels):
+        if k == csum.levels - 1 and _halves_onto_output(lr_size, out_size, k):
+            resized.append(_averaged_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)) *
+                           level_w[:, k, None, None, None])
+            break
         if k:
             (py0, _), (px0, _) = regions[k - 1]
             up = st.conv(csum.UPNet_x2_list[k - 1], level)
@@ -105,6 +109,38 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     skip_geo = Geometry.tiles(lr_size, out_size, [lr_origin], tuple(lr_crop.shape[2:]), [(oy0, ox0)],
                               (oy1 - oy0, ox1 - ox0))
     return out + skip_geo.lr_to_out(lr_crop, "bicubic")
+
+
+def _halves_onto_output(lr_size, out_size, k: int) -> bool:
+    """Whether level k (LR grid x 2**k) is exactly twice the output grid on both axes (x4 with four levels)."""
+    return all(o == n * 2 ** (k - 1) for o, n in zip(out_size, lr_size))
+
+
+def _averaged_conv(up: torch.nn.Sequential) -> torch.nn.Conv2d:
+    """conv3x3 + PixelShuffle(2) followed by an exact 2x bilinear reduction (every output pixel the mean of
+    the four sub-pixels it covers) is one conv3x3 whose weights are the mean over the four sub-pixel phases:
+    a quarter of the arithmetic, no x2 map, no resize. Cached on the module."""
+    conv = up[0]
+    key = (conv.weight._version, conv.weight.data_ptr(), conv.bias._version)  # weights changed: rebuild
+    cached = getattr(conv, "_phase_mean", None)
+    if cached is None or cached[0] != key:
+        c_out = conv.out_channels // 4
+        mean = torch.nn.Conv2d(conv.in_channels, c_out, 3, padding=1).to(conv.weight.device, conv.weight.dtype)
+        with torch.no_grad():
+            mean.weight.copy_(conv.weight.view(c_out, 4, *conv.weight.shape[1:]).mean(1))
+            mean.bias.copy_(conv.bias.view(c_out, 4).mean(1))
+        cached = (key, mean.to(memory_format=torch.channels_last))
+        conv._phase_mean = cached
+    return cached[1]
+
+
+def _averaged_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, f: int) -> torch.Tensor:
+    """The last CSUM level resized to the output tile when its grid is twice the output's: the level below
+    is on the output grid itself, covering LR rows/cols ``region_below`` (x ``f`` pixels each)."""
+    (y0, _), (x0, _) = region_below
+    oy0, oy1, ox0, ox1 = tile
+    out = st.conv(_averaged_conv(csum.UPNet_x2_list[-1]), below)
+    return out[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
 
 
 def skip_window(tile, lr_size, out_size) -> tuple[int, int, int, int]:
