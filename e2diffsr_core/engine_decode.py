@@ -102,8 +102,14 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
             (y0, y1), (x0, x1) = regions[k]
             f = 2 ** k
             level = up[:, :, (y0 - py0) * f:(y1 - py0) * f, (x0 - px0) * f:(x1 - px0) * f]
-        geo = _level_geo(lr_size, out_size, regions[k], tile)
-        resized.append(geo.level_to_out(level, 2 ** k) * level_w[:, k, None, None, None])
+        if _scales_by(lr_size, out_size, 2 ** k):  # the level is on the output grid: the resize is the identity
+            oy0, oy1, ox0, ox1 = tile
+            (y0, _), (x0, _) = regions[k]
+            f = 2 ** k
+            fitted = level[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
+        else:
+            fitted = _level_geo(lr_size, out_size, regions[k], tile).level_to_out(level, 2 ** k)
+        resized.append(fitted * level_w[:, k, None, None, None])
     out = st.conv(csum.fuse, torch.cat(resized, dim=1))
     oy0, oy1, ox0, ox1 = tile
     skip_geo = Geometry.tiles(lr_size, out_size, [lr_origin], tuple(lr_crop.shape[2:]), [(oy0, ox0)],
@@ -111,9 +117,14 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     return out + skip_geo.lr_to_out(lr_crop, "bicubic")
 
 
+def _scales_by(lr_size, out_size, factor: int) -> bool:
+    """Whether the output is exactly ``factor`` times the LR grid on both axes."""
+    return all(o == n * factor for o, n in zip(out_size, lr_size))
+
+
 def _halves_onto_output(lr_size, out_size, k: int) -> bool:
     """Whether level k (LR grid x 2**k) is exactly twice the output grid on both axes (x4 with four levels)."""
-    return all(o == n * 2 ** (k - 1) for o, n in zip(out_size, lr_size))
+    return _scales_by(lr_size, out_size, 2 ** (k - 1))
 
 
 def _averaged_conv(up: torch.nn.Sequential) -> torch.nn.Conv2d:
