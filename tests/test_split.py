@@ -142,3 +142,18 @@ def test_what_split_cannot_do_is_refused_before_any_work(tmp_path, tiny_model_fi
     assert rc != 0
     assert message in out.out + out.err
     assert not (tmp_path / "sr" / "big.vrt").exists()
+
+
+def test_bands_are_whole_tile_rows_as_equal_as_possible():
+    from e2diffsr_core.split import part_rows
+
+    assert part_rows(144, 64, 2) == [(0, 64), (64, 144)]
+    assert part_rows(1000, 64, 3) == [(0, 320), (320, 640), (640, 1000)]
+    assert part_rows(100, 64, 4) == [(0, 64), (64, 100)]  # two tile rows: two ranks wait
+    assert part_rows(50, 64, 2) == [(0, 50)]
+    for height, tile, ranks in [(4096, 448, 8), (1601, 64, 5), (513, 96, 3)]:
+        bands = part_rows(height, tile, ranks)
+        assert len(bands) == ranks and bands[0][0] == 0 and bands[-1][1] == height
+        assert all(a[1] == b[0] and b[0] % tile == 0 for a, b in zip(bands, bands[1:]))
+        heights = [b - a for a, b in bands]
+        assert max(heights) - min(heights) <= tile + height % tile
