@@ -54,8 +54,8 @@ def expand_inputs(items: list[str]) -> list[str]:
     return paths
 
 
-def output_for(out_dir: str, input_path: str) -> str:
-    return os.path.join(out_dir, Path(input_path).stem + ".tif")
+def output_for(out_dir: str, input_path: str, suffix: str = ".tif") -> str:
+    return os.path.join(out_dir, Path(input_path).stem + suffix)
 
 
 def _work(path: str) -> int:
@@ -69,14 +69,14 @@ def _work(path: str) -> int:
     return ds.RasterXSize * ds.RasterYSize * max(1, ds.RasterCount)
 
 
-def plan_jobs(inputs: list[str], out_dir: str) -> list[dict]:
+def plan_jobs(inputs: list[str], out_dir: str, suffix: str = ".tif") -> list[dict]:
     """One job per input, largest first; stops before any work when two inputs would share an output."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise E2DiffSRError(f"--out-dir {out_dir} is a file; give a folder")
     owners: dict[str, str] = {}
     jobs = []
     for path in inputs:
-        out = output_for(out_dir, path)
+        out = output_for(out_dir, path, suffix)
         key = os.path.normcase(Path(out).name).casefold()  # a.tif and A.tif are one file on some systems
         if key in owners:
             raise E2DiffSRError(f"{owners[key]} and {path} would both be written to {out}; rename one of "

@@ -23,7 +23,7 @@ import torch
 from . import rules
 from .consistency import PASSES, Placement, back_project, halo
 from .engine_canvas import Canvas, Store
-from .engine_decode import bicubic_rows, csum_tile, level_weights, run_lr_features, skip_window
+from .engine_decode import bicubic_rows, csum_tile, level_weights, row_spans, run_lr_features, skip_window
 from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
 from .errors import Cancelled, E2DiffSRError
 from .model import E2DiffSR, Geometry
@@ -370,11 +370,14 @@ class TiledSR:
             samples: int = 1, groups: list[list[int]] | None = None, combine=None, channels: int = 3,
             progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
             log: Callable[[str], None] | None = None, out_size: tuple[int, int] | None = None,
-            correction: Writer | None = None) -> EngineResult:
+            correction: Writer | None = None, out_rows: tuple[int, int] | None = None) -> EngineResult:
         """``out_size`` (height, width) overrides int(h * scale) x int(w * scale), e.g. for a target pixel size
         whose two axes scale differently; ``scale`` then only sizes the tiles.
         correction(x, y, |correction| [C, h, w], valid, None), when given: the size of the consistency
-        correction (per band, [0, 1] units, mean over samples) of the pixels handed to ``write``."""
+        correction (per band, [0, 1] units, mean over samples) of the pixels handed to ``write``.
+        out_rows (first, stop): decode and write only these output rows (one rank's part of a raster split
+        across ranks, split.py); all before the decoder's upsampler still runs on the whole image, so these
+        rows come out as in a whole run."""
         h, w = lr_size
         out_size = tuple(out_size) if out_size is not None else rules.output_size(h, w, scale)
         rules.check_output_side(out_size[1], out_size[0])
@@ -385,7 +388,7 @@ class TiledSR:
         while True:
             try:
                 return self._run(read, write, lr_size, out_size, seed, samples, groups, combine, channels,
-                                 tile, window, progress, cancel, log, correction)
+                                 tile, window, progress, cancel, log, correction, out_rows)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not is_oom(exc) or (tile <= 64 and window <= 256):
                     if is_oom(exc):
@@ -410,17 +413,18 @@ class TiledSR:
         return Store(self.device, int(share), self.workdir)
 
     def _run(self, read, write, lr_size, out_size, seed, samples, groups, combine, channels, tile, window,
-             progress, cancel, log, correction=None) -> EngineResult:
+             progress, cancel, log, correction=None, out_rows=None) -> EngineResult:
         model = self.model
         H, W = out_size
         rows, cols = tile_starts(H, tile), tile_starts(W, tile)
+        spans = row_spans(H, tile, out_rows)
         if log:
-            log(f"{len(rows) * len(cols)} output tile(s) of {tile} px on {self.device}")
+            log(f"{len(spans) * len(cols)} output tile(s) of {tile} px on {self.device}")
         G, S = len(groups), samples
         dec = model.first_stage_model.decoder
         store = self._store(tile)
         ticker = _Progress(progress, (encoder_passes(model.cond_stage_model), diffusion_units(out_size, window, model),
-                                      prior_passes(dec) + lr_passes(dec) + len(rows) * len(cols)))
+                                      prior_passes(dec) + lr_passes(dec) + len(spans) * len(cols)))
         st = Streamer(store, tile * tile, self._autocast, cancel, lambda: ticker.step(0))
         cond = None
         try:
@@ -437,11 +441,11 @@ class TiledSR:
             st.tick = lambda: ticker.step(2)
             feats = self._features(st, z0, lr, lr_size, out_size, S)
             z0.close()
-            self._write_tiles(st, feats, read, write, lr_size, out_size, rows, cols, groups, combine, channels,
+            self._write_tiles(st, feats, read, write, lr_size, out_size, spans, cols, groups, combine, channels,
                               S, ticker, cancel, correction)
         finally:
             store.close()
-        return EngineResult(out_size, tile, 0, str(self.device), len(rows) * len(cols), rows, cols)
+        return EngineResult(out_size, tile, 0, str(self.device), len(spans) * len(cols), rows, cols)
 
     def _read_lr(self, st: Streamer, read, lr_size, groups) -> Canvas:
         """The LR image in the model's [-1, 1] space, one channel triple per group: [G, 3, h, w]."""
@@ -513,7 +517,7 @@ class TiledSR:
         for mp in maps or []:
             mp.free()
         return feats
-    def _write_tiles(self, st: Streamer, feats: Canvas, read, write, lr_size, out_size, rows, cols, groups,
+    def _write_tiles(self, st: Streamer, feats: Canvas, read, write, lr_size, out_size, spans, cols, groups,
                      combine, channels, S, ticker, cancel, correction=None) -> None:
         """CSUM and bicubic skip per output tile; each tile is final and written at once. With the consistency
         correction on, a tile is computed with the halo its back-projection needs and cropped afterwards."""
@@ -522,8 +526,7 @@ class TiledSR:
         H, W = out_size
         level_w = level_weights(csum, lr_size[0] / out_size[0], feats.shape[0], self.device)
         margin = halo(lr_size, out_size, self.passes) if self.passes else 0
-        for ri, y0 in enumerate(rows):
-            y1 = rows[ri + 1] if ri + 1 < len(rows) else H
+        for y0, y1 in spans:
             for ci, x0 in enumerate(cols):
                 _check(cancel)
                 x1 = cols[ci + 1] if ci + 1 < len(cols) else W

@@ -54,6 +54,26 @@ def _check_temporary_space(output: str, out_w: int, out_h: int, maps: int) -> No
                             "write the output elsewhere or use a smaller scale")
 
 
+def output_grid(reader: RasterReader, scale: float | None, resolution: tuple[float, float] | None,
+                log: Callable[[str], None]) -> tuple[int, int, float]:
+    """(out_w, out_h, scale) of a run: ``scale`` as given, or the height ratio for a target pixel size."""
+    if resolution is not None:
+        gt = reader.geotransform if reader.has_geotransform else None
+        out_w, out_h, note = resolution_size(reader.width, reader.height, gt, tuple(resolution))
+        if note:
+            log(f"note: {note}")
+        for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
+            if not 1.0 < ratio <= MAX_SCALE:  # the limits of --scale, per axis
+                raise E2DiffSRError(
+                    f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
+                    f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
+        scale = out_h / reader.height  # the model's scale inputs are height ratios
+    else:
+        out_w, out_h = output_size(reader.width, reader.height, scale)
+    check_output_side(out_w, out_h)
+    return out_w, out_h, scale
+
+
 def superresolve_raster(
     input: str, output: str, scale: float | None = None, *, resolution: tuple[float, float] | None = None,
     model: str | None = None, device: str = "auto", seed: int = 0,
@@ -62,12 +82,15 @@ def superresolve_raster(
     ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
     consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size).
 
     By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
     ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
+    ``rows`` (first, stop): write only these rows of the output, georeferenced where they lie (one part of a
+    raster split across ranks, see split.py); they have the pixels of the whole output's rows.
 
     Raises E2DiffSRError with a one-line message for every problem a user can fix, and Cancelled when
     ``cancel()`` returns True; in every failure no output (and no temporary file) is left behind.
@@ -93,33 +116,20 @@ def superresolve_raster(
 
     writers: list[RasterWriter] = []
     with RasterReader(input, bands=bands, ranges=ranges) as reader:
-        if resolution is not None:
-            gt = reader.geotransform if reader.has_geotransform else None
-            out_w, out_h, note = resolution_size(reader.width, reader.height, gt, tuple(resolution))
-            if note:
-                log(f"note: {note}")
-            for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
-                if not 1.0 < ratio <= MAX_SCALE:  # the limits of --scale, per axis
-                    raise E2DiffSRError(
-                        f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
-                        f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
-            scale = out_h / reader.height  # the model's scale inputs are height ratios
-        else:
-            out_w, out_h = output_size(reader.width, reader.height, scale)
-        check_output_side(out_w, out_h)
+        out_w, out_h, scale = output_grid(reader, scale, resolution, log)
         if reader.type_note:
             log(f"note: {reader.type_note}")
         _check_temporary_space(output, out_w, out_h, len(reader.groups()) * samples)
         try:
             # every check of the outputs (names, overwriting, creation options) before the model is even loaded
             writers.append(RasterWriter(output, reader, out_w, out_h, creation_options=list(creation_options),
-                                        cog=cog, overwrite=overwrite))
+                                        cog=cog, overwrite=overwrite, rows=rows))
             for label, path in extra.items():
                 if path:
                     bands_out = len(reader.bands) if label == "uncertainty raster" else 1
                     writers.append(RasterWriter(path, reader, out_w, out_h, creation_options=list(creation_options),
                                                 cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0,
-                                                spread=True, label=label, band_count=bands_out))
+                                                spread=True, label=label, band_count=bands_out, rows=rows))
             unc_writer = next((w for w in writers[1:] if w.label == "uncertainty raster"), None)
             map_writer = next((w for w in writers[1:] if w.label == "consistency map"), None)
             dev = resolve_device(device)
@@ -152,7 +162,7 @@ def superresolve_raster(
             result = engine.run(read, write, (reader.height, reader.width), scale, seed=seed, samples=samples,
                                 groups=reader.groups(), combine=reader.ungroup, channels=len(reader.bands),
                                 progress=progress, cancel=cancel, log=log, out_size=(out_h, out_w),
-                                correction=write_correction if map_writer is not None else None)
+                                correction=write_correction if map_writer is not None else None, out_rows=rows)
             for w in writers:
                 w.commit()
         except BaseException:

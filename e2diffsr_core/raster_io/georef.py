@@ -65,18 +65,21 @@ def scaled_geotransform(gt, width: int, height: int, out_w: int, out_h: int) -> 
     return (gt[0], gt[1] * fx, gt[2] * fy, gt[3], gt[4] * fx, gt[5] * fy)
 
 
-def scaled_gcps(gcps, fx: float, fy: float) -> list:
-    """GCPs of the output: GDAL's GCP pixel/line are corner-based, so they scale directly."""
-    return [gdal.GCP(g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel * fx, g.GCPLine * fy, g.Info, g.Id) for g in gcps]
+def scaled_gcps(gcps, fx: float, fy: float, first_row: int = 0) -> list:
+    """GCPs of the output (of its rows from ``first_row`` on): GDAL's GCP pixel/line are corner-based, so they
+    scale directly."""
+    return [gdal.GCP(g.GCPX, g.GCPY, g.GCPZ, g.GCPPixel * fx, g.GCPLine * fy - first_row, g.Info, g.Id)
+            for g in gcps]
 
 
-def scaled_rpc(rpc: dict[str, str], fx: float, fy: float) -> dict[str, str]:
-    """RPC metadata of the output. RPC line/sample count from the first pixel's centre, so an input position
-    l maps to (l + 0.5) * f - 0.5: the offsets shift and the scales grow by the factor."""
+def scaled_rpc(rpc: dict[str, str], fx: float, fy: float, first_row: int = 0) -> dict[str, str]:
+    """RPC metadata of the output (of its rows from ``first_row`` on). RPC line/sample count from the first
+    pixel's centre, so an input position l maps to (l + 0.5) * f - 0.5: the offsets shift and the scales grow
+    by the factor."""
     out = dict(rpc)
-    for off, scale, f in (("LINE_OFF", "LINE_SCALE", fy), ("SAMP_OFF", "SAMP_SCALE", fx)):
+    for off, scale, f, shift in (("LINE_OFF", "LINE_SCALE", fy, first_row), ("SAMP_OFF", "SAMP_SCALE", fx, 0)):
         if off in rpc and scale in rpc:
-            out[off] = repr((float(rpc[off]) + 0.5) * f - 0.5)
+            out[off] = repr((float(rpc[off]) + 0.5) * f - 0.5 - shift)
             out[scale] = repr(float(rpc[scale]) * f)
     return out
 

@@ -44,13 +44,17 @@ class RasterWriter:
     per-band nodata; pass None for no nodata, a number for all bands, or a list per band. ``spread`` marks an
     output of spreads in the data's units (the uncertainty raster): it keeps the bands' scale but no offset,
     and carries no alpha band. ``label`` and ``flag`` name the output and its overwrite switch in messages.
+    ``rows`` (first, stop): the file holds only these rows of the ``out_w`` x ``out_h`` output (one part of a
+    raster split across ranks), georeferenced where they lie; ``write`` takes whole-output coordinates.
     """
 
     def __init__(self, path: str, reader: RasterReader, out_w: int, out_h: int, *, creation_options=(),
                  cog: bool = False, overwrite: bool = False, dtype: int | None = None, band_count: int | None = None,
-                 nodata=..., spread: bool = False, label: str = "output", flag: str = "--overwrite"):
+                 nodata=..., spread: bool = False, label: str = "output", flag: str = "--overwrite",
+                 rows: tuple[int, int] | None = None):
         self.path, self.reader, self.label = os.fspath(path), reader, label
         self.out_w, self.out_h = int(out_w), int(out_h)
+        self.rows = (0, self.out_h) if rows is None else (int(rows[0]), int(rows[1]))
         self.cog, self.overwrite, self.spread = bool(cog), bool(overwrite), bool(spread)
         self.temp_path: str | None = None
         self._ds = None
@@ -58,6 +62,8 @@ class RasterWriter:
         self._done = False
         if self.out_w < 1 or self.out_h < 1:
             raise E2DiffSRError(f"output size must be at least 1x1, got {self.out_w}x{self.out_h}")
+        if not 0 <= self.rows[0] < self.rows[1] <= self.out_h:
+            raise ValueError(f"rows {self.rows} are not within the output's {self.out_h} rows")
         self.dtype = int(reader.dtype if dtype is None else dtype)
         if self.dtype not in SUPPORTED_TYPES:
             raise E2DiffSRError(f"unsupported output data type {gdal.GetDataTypeName(self.dtype)}")
@@ -98,7 +104,7 @@ class RasterWriter:
         try:
             with collect_failures():
                 self._ds = gdal.GetDriverByName("GTiff").Create(
-                    self.temp_path, self.out_w, self.out_h, self.band_count + self.alpha, self.dtype,
+                    self.temp_path, self.out_w, self.rows[1] - self.rows[0], self.band_count + self.alpha, self.dtype,
                     options=as_list(self._gtiff))
                 self._copy_georeferencing()
                 self._copy_bands()
@@ -120,13 +126,15 @@ class RasterWriter:
         fx, fy = self.out_w / r.width, self.out_h / r.height
         if r.projection:
             dst.SetProjection(r.projection)
+        first = self.rows[0]
         if r.has_geotransform:
-            dst.SetGeoTransform(scaled_geotransform(r.geotransform, r.width, r.height, self.out_w, self.out_h))
+            gt = scaled_geotransform(r.geotransform, r.width, r.height, self.out_w, self.out_h)
+            dst.SetGeoTransform((gt[0] + first * gt[2], gt[1], gt[2], gt[3] + first * gt[5], gt[4], gt[5]))
         elif src.GetGCPCount():
-            dst.SetGCPs(scaled_gcps(src.GetGCPs(), fx, fy), src.GetGCPProjection())
+            dst.SetGCPs(scaled_gcps(src.GetGCPs(), fx, fy, first), src.GetGCPProjection())
         rpc = src.GetMetadata("RPC")
         if rpc:
-            dst.SetMetadata(scaled_rpc(rpc, fx, fy), "RPC")
+            dst.SetMetadata(scaled_rpc(rpc, fx, fy, first), "RPC")
         md = src.GetMetadata() or {}
         if md:
             dst.SetMetadata(md)
@@ -158,10 +166,10 @@ class RasterWriter:
 
     # -- writing -----------------------------------------------------------------------------------
     def _crop(self, x: int, y: int, data: np.ndarray, valid):
-        """Clip a block to the output extent; returns (x, y, data, valid) or None when nothing is inside."""
+        """Clip a block to the rows this file holds; returns (x, y, data, valid) or None when nothing is inside."""
         _, h, w = data.shape
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, self.out_w), min(y + h, self.out_h)
+        x0, y0 = max(x, 0), max(y, self.rows[0])
+        x1, y1 = min(x + w, self.out_w), min(y + h, self.rows[1])
         if x1 <= x0 or y1 <= y0:
             return None
         sl = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
@@ -205,6 +213,7 @@ class RasterWriter:
         per_band, beyond = src.valid, src.beyond
         if valid is not None:
             per_band = per_band & valid[None]
+        y -= self.rows[0]  # the file's own row
         try:
             with collect_failures():
                 for i in range(self.band_count):
