@@ -21,6 +21,7 @@ from osgeo import gdal
 
 from e2diffsr_core.errors import E2DiffSRError
 
+from .align import Alignment
 from .files import RunFolder, check_output, publish
 from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
@@ -44,12 +45,16 @@ class RasterWriter:
     per-band nodata; pass None for no nodata, a number for all bands, or a list per band. ``spread`` marks an
     output of spreads in the data's units (the uncertainty raster): it keeps the bands' scale but no offset,
     and carries no alpha band. ``label`` and ``flag`` name the output and its overwrite switch in messages.
+    ``alignment`` puts the output on another raster's grid (its geotransform, and where each output pixel
+    lies on the input for masks and carried values); default: the input's extent cut into out_w x out_h.
     """
 
     def __init__(self, path: str, reader: RasterReader, out_w: int, out_h: int, *, creation_options=(),
                  cog: bool = False, overwrite: bool = False, dtype: int | None = None, band_count: int | None = None,
-                 nodata=..., spread: bool = False, label: str = "output", flag: str = "--overwrite"):
+                 nodata=..., spread: bool = False, label: str = "output", flag: str = "--overwrite",
+                 alignment: Alignment | None = None):
         self.path, self.reader, self.label = os.fspath(path), reader, label
+        self.alignment = alignment
         self.out_w, self.out_h = int(out_w), int(out_h)
         self.cog, self.overwrite, self.spread = bool(cog), bool(overwrite), bool(spread)
         self.temp_path: str | None = None
@@ -120,13 +125,17 @@ class RasterWriter:
         fx, fy = self.out_w / r.width, self.out_h / r.height
         if r.projection:
             dst.SetProjection(r.projection)
-        if r.has_geotransform:
+        grid, shift = self.alignment and self.alignment.grid, (0.0, 0.0)
+        if grid is not None:  # exactly the reference's pixel size, origin on its grid
+            dst.SetGeoTransform(self.alignment.geotransform)
+            fx, fy, shift = grid.x.scale, grid.y.scale, (grid.y.shift, grid.x.shift)
+        elif r.has_geotransform:
             dst.SetGeoTransform(scaled_geotransform(r.geotransform, r.width, r.height, self.out_w, self.out_h))
         elif src.GetGCPCount():
             dst.SetGCPs(scaled_gcps(src.GetGCPs(), fx, fy), src.GetGCPProjection())
         rpc = src.GetMetadata("RPC")
         if rpc:
-            dst.SetMetadata(scaled_rpc(rpc, fx, fy), "RPC")
+            dst.SetMetadata(scaled_rpc(rpc, fx, fy, shift), "RPC")
         md = src.GetMetadata() or {}
         if md:
             dst.SetMetadata(md)
@@ -201,7 +210,8 @@ class RasterWriter:
             return
         x, y, data, valid = cropped
         h, w = data.shape[1:]
-        src = self.reader.output_window(x, y, w, h, self.out_w, self.out_h)
+        src = self.reader.output_window(x, y, w, h, self.out_w, self.out_h,
+                                        self.alignment.grid if self.alignment else None)
         per_band, beyond = src.valid, src.beyond
         if valid is not None:
             per_band = per_band & valid[None]
