@@ -48,6 +48,10 @@ def add_parser(sub) -> None:
     size.add_argument("--resolution", type=_resolution, metavar="RES|X,Y",
                       help="target pixel size in the CRS's units instead of a scale, e.g. 0.04 or 0.04,0.05: the "
                            "same area in whole pixels of that size (north-up rasters; 1x to 16x finer)")
+    size.add_argument("--align-to", metavar="RASTER",
+                      help="snap the output to the pixel grid of RASTER (same CRS, finer pixels): it takes that "
+                           "raster's pixel size and grid origin and covers the input's extent, so the two line "
+                           "up pixel for pixel (e.g. to stack with or compare against it)")
     p.add_argument("--model", help="model file (default: the bundled lite model, e2diffsr_core/weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
@@ -109,8 +113,8 @@ def run(args) -> int:
 
     try:
         info = superresolve_raster(
-            args.input, args.output, args.scale, resolution=args.resolution, model=args.model, device=args.device,
-            seed=args.seed,
+            args.input, args.output, args.scale, resolution=args.resolution, align_to=args.align_to, model=args.model,
+            device=args.device, seed=args.seed,
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
             precision=args.precision, raw=args.raw, consistency_map=args.consistency_map,

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import E2DiffSRError
+from .gridmap import AxisMap, GridMap
 
 PASSES = 3  # the trade-off of 1 to 5 passes on the validation pictures: scripts/consistency_passes.py
 A = -0.5  # PIL's bicubic (Keys) parameter; torch's antialiased bicubic uses the same
@@ -42,17 +43,22 @@ def cubic(x: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def resample_matrix(in_n: int, out_n: int, in_start: int, in_stop: int, out_start: int, out_stop: int):
+def resample_matrix(in_n: int, out_n: int, in_start: int, in_stop: int, out_start: int, out_stop: int,
+                    ratio: float | None = None, offset: float = 0.0):
     """PIL's bicubic resampling from a grid of ``in_n`` to one of ``out_n`` pixels along one axis, restricted
     to output pixels [out_start, out_stop) and input pixels [in_start, in_stop) of the global grids.
+    Output pixel i is centred on input position (i + 0.5) * ratio + offset (pixel-edge units); ``ratio``
+    None is PIL's in_n / out_n (both grids cover the same extent), see :meth:`AxisMap.to_lr`.
 
     Returns (matrix [out, in] float32, complete [out] bool): ``complete`` marks output pixels whose every
     tap lies inside the input window (the others are missing part of their weight).
     """
-    ratio = in_n / out_n
+    ratio = in_n / out_n if ratio is None else ratio
     stretch = max(ratio, 1.0)  # reducing widens the kernel (antialiasing); enlarging does not
     support = SUPPORT * stretch
     centre = (np.arange(out_start, out_stop) + 0.5) * ratio
+    if offset:
+        centre = centre + offset
     first = np.maximum(np.floor(centre - support + 0.5), 0).astype(np.int64)
     stop = np.minimum(np.floor(centre + support + 0.5), in_n).astype(np.int64)
     taps = first[:, None] + np.arange(2 * math.ceil(support) + 1)[None, :]
@@ -73,26 +79,34 @@ class Placement:
     out_size: tuple[int, int]
     lr_origin: tuple[int, int] = (0, 0)
     out_origin: tuple[int, int] = (0, 0)
+    grid: GridMap | None = None  # where output pixels lie on the LR grid (None: the sizes' own mapping)
 
     @classmethod
-    def whole(cls, lr_size, out_size) -> Placement:
-        return cls(tuple(lr_size), tuple(out_size))
+    def whole(cls, lr_size, out_size, grid: GridMap | None = None) -> Placement:
+        return cls(tuple(lr_size), tuple(out_size), grid=grid)
+
+    @property
+    def maps(self) -> GridMap:
+        return GridMap.of(self.grid, self.lr_size, self.out_size)
 
 
-def halo(lr_size: tuple[int, int], out_size: tuple[int, int], passes: int = PASSES) -> int:
+def halo(lr_size: tuple[int, int], out_size: tuple[int, int], passes: int = PASSES,
+         grid: GridMap | None = None) -> int:
     """Output pixels a window needs beyond the pixels it keeps for its correction to agree with the whole
     image's (to float32 rounding, 1e-5). The first pass reaches the reduction's support plus the
     enlargement's (2 + 2 LR pixels); later passes correct ever smaller residuals and add about half that
     (measured from x1.5 to x13 and 1 to 5 passes)."""
-    s = max(o / i for o, i in zip(out_size, lr_size))
+    s = max(am.scale for am in GridMap.of(grid, lr_size, out_size).axes)
     return math.ceil((2 * passes + 2) * s + 2)
 
 
-def reduce(hr: np.ndarray, lr_size: tuple[int, int]) -> np.ndarray:
-    """[..., H, W] -> [..., h, w]: PIL's antialiased bicubic reduction (in floating point)."""
+def reduce(hr: np.ndarray, lr_size: tuple[int, int], grid: GridMap | None = None) -> np.ndarray:
+    """[..., H, W] -> [..., h, w]: PIL's antialiased bicubic reduction (in floating point); ``grid`` says
+    where the output pixels lie on the LR grid (an output aligned to another grid), default the sizes'."""
     H, W = hr.shape[-2:]
-    dy, _ = resample_matrix(H, lr_size[0], 0, H, 0, lr_size[0])
-    dx, _ = resample_matrix(W, lr_size[1], 0, W, 0, lr_size[1])
+    gy, gx = GridMap.of(grid, lr_size, (H, W)).axes
+    dy, _ = resample_matrix(H, lr_size[0], 0, H, 0, lr_size[0], *gy.to_lr())
+    dx, _ = resample_matrix(W, lr_size[1], 0, W, 0, lr_size[1], *gx.to_lr())
     x = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))
     return (dy @ x @ dx.T).numpy()
 
@@ -100,9 +114,9 @@ def reduce(hr: np.ndarray, lr_size: tuple[int, int]) -> np.ndarray:
 class _Axis:
     """The four operators of one axis of a window: reduce and enlarge, and which LR pixels may give residuals."""
 
-    def __init__(self, lr_n: int, out_n: int, l0: int, l1: int, o0: int, o1: int):
-        self.down, complete = resample_matrix(out_n, lr_n, o0, o1, l0, l1)
-        self.up, _ = resample_matrix(lr_n, out_n, l0, l1, o0, o1)
+    def __init__(self, am: AxisMap, l0: int, l1: int, o0: int, o1: int):
+        self.down, complete = resample_matrix(am.n_out, am.n_lr, o0, o1, l0, l1, *am.to_lr())
+        self.up, _ = resample_matrix(am.n_lr, am.n_out, l0, l1, o0, o1, *am.to_out())
         self.usable = torch.from_numpy(complete)
 
 
@@ -132,10 +146,9 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
     where = where or Placement.whole(lr.shape[-2:], sr.shape[-2:])
     _check(sr, lr, valid, where, passes)
     (H, W), (h, w) = sr.shape[-2:], lr.shape[-2:]
-    ay = _Axis(where.lr_size[0], where.out_size[0], where.lr_origin[0], where.lr_origin[0] + h,
-               where.out_origin[0], where.out_origin[0] + H)
-    ax = _Axis(where.lr_size[1], where.out_size[1], where.lr_origin[1], where.lr_origin[1] + w,
-               where.out_origin[1], where.out_origin[1] + W)
+    gy, gx = where.maps.axes
+    ay = _Axis(gy, where.lr_origin[0], where.lr_origin[0] + h, where.out_origin[0], where.out_origin[0] + H)
+    ax = _Axis(gx, where.lr_origin[1], where.lr_origin[1] + w, where.out_origin[1], where.out_origin[1] + W)
     dev = torch.device(device)
     x0 = torch.from_numpy(np.ascontiguousarray(sr, dtype=np.float32)).to(dev)
     y = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32)).to(dev)
@@ -153,8 +166,8 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
     return x.cpu().numpy(), (x - x0).cpu().numpy()
 
 
-def psnr_to_input(sr: np.ndarray, lr: np.ndarray, peak: float = 1.0) -> float:
-    """PSNR (dB) of ``sr`` reduced to the input grid against the input ``lr`` ([..., h, w], same units)."""
-    reduced = reduce(np.asarray(sr, np.float32), lr.shape[-2:])
+def psnr_to_input(sr: np.ndarray, lr: np.ndarray, peak: float = 1.0, grid: GridMap | None = None) -> float:
+    """PSNR (dB) of ``sr`` reduced to the input grid (along ``grid``) against the input ``lr`` ([..., h, w])."""
+    reduced = reduce(np.asarray(sr, np.float32), lr.shape[-2:], grid)
     mse = float(np.mean((reduced.astype(np.float64) - lr) ** 2))
     return float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse)

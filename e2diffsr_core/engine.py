@@ -23,9 +23,10 @@ import torch
 from . import rules
 from .consistency import PASSES, Placement, back_project, halo
 from .engine_canvas import Canvas, Store
-from .engine_decode import bicubic_rows, csum_tile, level_weights, row_spans, run_lr_features, skip_window
+from .engine_decode import bicubic_rows, csum_tile, level_weights, row_spans, run_lr_features, skip_window, valid_out
 from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
 from .errors import Cancelled, E2DiffSRError
+from .gridmap import GridMap
 from .model import E2DiffSR, Geometry
 
 LATENT = 8  # output pixels per latent cell
@@ -73,18 +74,6 @@ def ramp(n_in: int, length: int, rising: bool) -> np.ndarray:
         else:
             w[length - n_in:] = r[::-1]
     return np.maximum(w, 1e-4)
-
-
-def valid_out(valid: np.ndarray, lr_size, out_size, lr_origin, out_origin, size) -> np.ndarray:
-    """Output pixel valid where its nearest LR pixel (global mapping) is valid."""
-    if valid.all():
-        return np.ones(size, bool)
-    idx = []
-    for axis in (0, 1):
-        g = np.arange(out_origin[axis], out_origin[axis] + size[axis])
-        src = np.floor((g + 0.5) * lr_size[axis] / out_size[axis]).astype(np.int64)
-        idx.append(np.clip(src - lr_origin[axis], 0, valid.shape[axis] - 1))
-    return valid[np.ix_(idx[0], idx[1])]
 
 
 # -- noise ------------------------------------------------------------------------------------------------
@@ -370,9 +359,11 @@ class TiledSR:
             samples: int = 1, groups: list[list[int]] | None = None, combine=None, channels: int = 3,
             progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
             log: Callable[[str], None] | None = None, out_size: tuple[int, int] | None = None,
-            correction: Writer | None = None, out_rows: tuple[int, int] | None = None) -> EngineResult:
+            correction: Writer | None = None, grid: GridMap | None = None,
+            out_rows: tuple[int, int] | None = None) -> EngineResult:
         """``out_size`` (height, width) overrides int(h * scale) x int(w * scale), e.g. for a target pixel size
-        whose two axes scale differently; ``scale`` then only sizes the tiles.
+        whose two axes scale differently; ``scale`` then only sizes the tiles. ``grid`` places the output
+        pixels on the LR grid (an output aligned to another raster's grid); default: the sizes' own mapping.
         correction(x, y, |correction| [C, h, w], valid, None), when given: the size of the consistency
         correction (per band, [0, 1] units, mean over samples) of the pixels handed to ``write``.
         out_rows (first, stop): decode and write only these output rows (one rank's part of a raster split
@@ -381,13 +372,16 @@ class TiledSR:
         h, w = lr_size
         out_size = tuple(out_size) if out_size is not None else rules.output_size(h, w, scale)
         rules.check_output_side(out_size[1], out_size[0])
+        grid = GridMap.of(grid, (h, w), out_size)
+        if (grid.lr_size, grid.out_size) != ((h, w), out_size):
+            raise E2DiffSRError(f"the grid is for {grid.lr_size} -> {grid.out_size} px, the run {(h, w)} -> {out_size}")
         groups = groups or [[0, 1, 2]]
         combine = combine or (lambda outs: outs[0])
         tile, _ = self.plan_sizes(scale, len(groups) * samples)
         window = self.diffusion_window or DIFFUSION_WINDOW
         while True:
             try:
-                return self._run(read, write, lr_size, out_size, seed, samples, groups, combine, channels,
+                return self._run(read, write, grid, seed, samples, groups, combine, channels,
                                  tile, window, progress, cancel, log, correction, out_rows)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not is_oom(exc) or (tile <= 64 and window <= 256):
@@ -412,9 +406,10 @@ class TiledSR:
             share = min(share, max(16 << 20, 64 * tile * tile))
         return Store(self.device, int(share), self.workdir)
 
-    def _run(self, read, write, lr_size, out_size, seed, samples, groups, combine, channels, tile, window,
+    def _run(self, read, write, grid: GridMap, seed, samples, groups, combine, channels, tile, window,
              progress, cancel, log, correction=None, out_rows=None) -> EngineResult:
         model = self.model
+        lr_size, out_size = grid.lr_size, grid.out_size
         H, W = out_size
         rows, cols = tile_starts(H, tile), tile_starts(W, tile)
         spans = row_spans(H, tile, out_rows)
@@ -433,15 +428,15 @@ class TiledSR:
 
             def first(a, b):  # conv_in of bicubic(LR) on the output grid
                 lo, hi = max(0, a - 1), min(H, b + 1)
-                return crop(st.conv(enc.conv_in, bicubic_rows(lr, lo, hi, lr_size, out_size)), lo, a, b)
+                return crop(st.conv(enc.conv_in, bicubic_rows(lr, lo, hi, grid)), lo, a, b)
 
             cond = run_encoder(st, enc, first, (G, enc.conv_in.out_channels, H, W))
-            z0 = self._diffuse(cond, lr_size, out_size, seed, S, G, window, ticker, cancel)
+            z0 = self._diffuse(cond, grid, seed, S, G, window, ticker, cancel)
             cond.free()
             st.tick = lambda: ticker.step(2)
-            feats = self._features(st, z0, lr, lr_size, out_size, S)
+            feats = self._features(st, z0, lr, grid, S)
             z0.close()
-            self._write_tiles(st, feats, read, write, lr_size, out_size, spans, cols, groups, combine, channels,
+            self._write_tiles(st, feats, read, write, grid, spans, cols, groups, combine, channels,
                               S, ticker, cancel, correction)
         finally:
             store.close()
@@ -458,17 +453,17 @@ class TiledSR:
 
         return st.run((len(groups), 3, h, w), band)[0]
 
-    def _diffuse(self, cond: Canvas, lr_size, out_size, seed, S, G, window, ticker, cancel) -> LatentCanvas:
+    def _diffuse(self, cond: Canvas, grid: GridMap, seed, S, G, window, ticker, cancel) -> LatentCanvas:
         """The reverse chain on large latent windows. Every step is blended across windows before the next
         one reads it (so overlapping windows agree, as in MultiDiffusion), with noise indexed by global
         latent position."""
         model = self.model
-        LH, LW = out_size[0] // LATENT, out_size[1] // LATENT
+        LH, LW = grid.y.n_out // LATENT, grid.x.n_out // LATENT
         lat_win = max(2 * LATENT, window // LATENT // LATENT * LATENT)  # latent cells, a multiple of 8
         lat_overlap = min(2 * LATENT, lat_win // 4 // LATENT * LATENT) or LATENT
         lrows, lcols = plan_axis(LH, lat_win, lat_overlap), plan_axis(LW, lat_win, lat_overlap)
         noise = [NoiseField(seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(S)]
-        whole = Geometry.whole(lr_size, out_size)  # the UNet's scale inputs are the whole image's
+        whole = Geometry.whole(grid.lr_size, grid.out_size, grid)  # the UNet's scale inputs: the whole image's
         T = model.cfg.timesteps
         z = None
         for i, t in enumerate(reversed(range(T))):
@@ -497,7 +492,7 @@ class TiledSR:
             z = nxt
         return z
 
-    def _features(self, st: Streamer, z0: LatentCanvas, lr: Canvas, lr_size, out_size, S: int) -> Canvas:
+    def _features(self, st: Streamer, z0: LatentCanvas, lr: Canvas, grid: GridMap, S: int) -> Canvas:
         """The decoder up to the CSUM: prior maps from z0, then the LR-grid features, batch [S*G, ...]."""
         model = self.model
         dec = model.first_stage_model.decoder
@@ -513,33 +508,33 @@ class TiledSR:
 
         maps = run_prior(st, dec, first, (n, dec.conv_in.out_channels, LH, LW)) if dec.prior_branch else None
         lr_n = lr if S == 1 else _Repeated(lr, S)
-        feats = run_lr_features(st, dec, lr_n, maps, out_size[0] / lr_size[0])
+        feats = run_lr_features(st, dec, lr_n, maps, grid)
         for mp in maps or []:
             mp.free()
         return feats
-    def _write_tiles(self, st: Streamer, feats: Canvas, read, write, lr_size, out_size, spans, cols, groups,
+    def _write_tiles(self, st: Streamer, feats: Canvas, read, write, grid: GridMap, spans, cols, groups,
                      combine, channels, S, ticker, cancel, correction=None) -> None:
         """CSUM and bicubic skip per output tile; each tile is final and written at once. With the consistency
         correction on, a tile is computed with the halo its back-projection needs and cropped afterwards."""
         csum = self.model.first_stage_model.decoder.upsampler
         G = len(groups)
-        H, W = out_size
-        level_w = level_weights(csum, lr_size[0] / out_size[0], feats.shape[0], self.device)
-        margin = halo(lr_size, out_size, self.passes) if self.passes else 0
+        H, W = grid.out_size
+        level_w = level_weights(csum, grid, feats.shape[0], self.device)
+        margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
         for y0, y1 in spans:
             for ci, x0 in enumerate(cols):
                 _check(cancel)
                 x1 = cols[ci + 1] if ci + 1 < len(cols) else W
                 ext = (max(0, y0 - margin), min(H, y1 + margin), max(0, x0 - margin), min(W, x1 + margin))
-                lx, ly, lw, lh = skip_window(ext, lr_size, out_size)
+                lx, ly, lw, lh = skip_window(ext, grid)
                 data, valid = read(lx, ly, lw, lh)
                 lr01 = np.ascontiguousarray(data[np.array(groups)], np.float32)  # [G, 3, lh, lw]
                 lr = (torch.from_numpy(lr01).to(self.device) - 0.5) / 0.5
-                out = csum_tile(st, csum, feats, lr.repeat(S, 1, 1, 1), (ly, lx), ext, lr_size, out_size, level_w)
+                out = csum_tile(st, csum, feats, lr.repeat(S, 1, 1, 1), (ly, lx), ext, grid, level_w)
                 out = (out.clamp(-1, 1) * 0.5 + 0.5).float().cpu().numpy()  # [S*G, 3, eh, ew]
                 delta = None
                 if self.passes:
-                    where = Placement(lr_size, out_size, (ly, lx), (ext[0], ext[2]))
+                    where = Placement(grid.lr_size, grid.out_size, (ly, lx), (ext[0], ext[2]), grid)
                     out, delta = back_project(out, np.tile(lr01, (S, 1, 1, 1)), valid, self.passes, where,
                                               self.device)
                 keep = (slice(None), slice(None), slice(y0 - ext[0], y1 - ext[0]), slice(x0 - ext[2], x1 - ext[2]))
@@ -547,7 +542,7 @@ class TiledSR:
                 stack = np.stack([combine([out[k * G + g] for g in range(G)]) for k in range(S)])
                 mean = stack.mean(0)
                 std = np.sqrt(np.maximum((stack * stack).mean(0) - mean * mean, 0.0)) if S > 1 else None
-                ok = valid_out(valid, lr_size, out_size, (ly, lx), (y0, x0), (y1 - y0, x1 - x0))
+                ok = valid_out(valid, grid, (ly, lx), (y0, x0), (y1 - y0, x1 - x0))
                 write(x0, y0, mean[:channels], ok, std)
                 if correction is not None:
                     d = np.abs(delta[keep]) if delta is not None else np.zeros_like(out)
@@ -629,17 +624,18 @@ def _check(cancel) -> None:
 def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, device: str | torch.device = "cpu",
                        seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1, precision: str = "auto",
                        diffusion_window: int = 0, progress=None, cancel=None, consistency: bool = True,
-                       passes: int = PASSES,
-                       correction_map: bool = False) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
+                       passes: int = PASSES, correction_map: bool = False,
+                       grid: GridMap | None = None) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
-    ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]."""
+    ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]; ``grid`` gives
+    the output its own grid (size grid.out_size), e.g. one aligned to another raster."""
     from .api import check_scale, resolve_device
 
     scale = check_scale(scale, model.cfg.max_scale)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     C, h, w = image.shape
-    H, W = rules.output_size(h, w, scale)
+    H, W = grid.out_size if grid is not None else rules.output_size(h, w, scale)
     out = np.zeros((C, H, W), np.float32)
     std = np.zeros((C, H, W), np.float32) if samples > 1 else None
     fix = np.zeros((C, H, W), np.float32) if correction_map else None
@@ -659,6 +655,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window,
                      consistency=consistency, passes=passes)
     res = engine.run(read, write, (h, w), scale, seed=seed, samples=samples, channels=C,
-                     progress=progress, cancel=cancel, correction=write_fix if correction_map else None)
+                     progress=progress, cancel=cancel, correction=write_fix if correction_map else None,
+                     out_size=(H, W), grid=grid)
     res.correction = fix
     return out, std, res

@@ -8,24 +8,27 @@ the per-pixel fusion needs no halo at all, so tiles are exact, need no overlap a
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from .engine_canvas import Canvas
 from .engine_stream import Streamer, run_fru
+from .gridmap import GridMap
 from .model import Geometry
+from .model.geometry import latent_index
 
 
-def nearest_rows(mp: Canvas, a: int, b: int, lr_size: tuple[int, int]) -> torch.Tensor:
+def nearest_rows(mp: Canvas, a: int, b: int, grid: GridMap) -> torch.Tensor:
     """Rows [a, b) of a latent-grid map resized (legacy nearest, float32 scale as F.interpolate) to the LR grid."""
     lat_h, lat_w = mp.shape[2], mp.shape[3]
     idx = []
-    for lo, hi, n_in, n_out in ((a, b, lat_h, lr_size[0]), (0, lr_size[1], lat_w, lr_size[1])):
-        scale = np.float32(n_in) / np.float32(n_out)
-        src = np.floor(np.arange(lo, hi, dtype=np.float32) * scale).astype(np.int64)
-        idx.append(np.minimum(src, n_in - 1))
+    for lo, hi, n_in, am in ((a, b, lat_h, grid.y), (0, grid.x.n_lr, lat_w, grid.x)):
+        if am.sized:
+            scale = np.float32(n_in) / np.float32(am.n_lr)
+            src = np.floor(np.arange(lo, hi, dtype=np.float32) * scale).astype(np.int64)
+        else:
+            src = latent_index(am, np.arange(lo, hi, dtype=np.float64)).astype(np.int64)
+        idx.append(np.clip(src, 0, n_in - 1))
     y0, y1 = int(idx[0][0]), int(idx[0][-1]) + 1
     rows = mp.read(y0, y1)
     ys = torch.from_numpy(idx[0] - y0).to(rows.device)
@@ -33,9 +36,10 @@ def nearest_rows(mp: Canvas, a: int, b: int, lr_size: tuple[int, int]) -> torch.
     return rows.index_select(2, ys).index_select(3, xs)
 
 
-def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, s: float) -> Canvas:
+def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, grid: GridMap) -> Canvas:
     """head(LR), then per group: modulation by the prior map, FRU. Returns the features fed to the CSUM."""
     n, _, h, w = lr.shape
+    s = grid.y.scale  # the decoder's modulation input: the true scale of the rows
     ch = dec.head.out_channels
     f, _ = st.run((n, ch, h, w), lambda a, b: st.conv3(dec.head, lr, a, b))
     steps = list(reversed(dec.up)) if dec.prior_branch else [None] * len(dec.FRUList)
@@ -44,7 +48,7 @@ def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, s:
             s_t = torch.full((n, 1), s, dtype=torch.float32, device=st.store.device)
             mp = maps[k]
             f2, _ = st.run((n, ch, h, w), lambda a, b, g=group, mp=mp, s_t=s_t, f=f: g.modulation(
-                f.read(a, b), nearest_rows(mp, a, b, (h, w)).to(torch.float32), s_t))
+                f.read(a, b), nearest_rows(mp, a, b, grid).to(torch.float32), s_t))
             f.free()
             f = f2
         if dec.sr_branch:
@@ -55,19 +59,12 @@ def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, s:
 
 
 # -- CSUM on output tiles ---------------------------------------------------------------------------------
-def _lr_span(o0: int, o1: int, n_lr: int, n_out: int, margin: int) -> tuple[int, int]:
-    """LR pixels that output pixels [o0, o1) sample, with ``margin`` pixels of taps each side, clipped."""
-    ratio = n_lr / n_out
-    lo = math.floor((o0 + 0.5) * ratio - 0.5) - margin
-    hi = math.floor((o1 - 0.5) * ratio - 0.5) + 1 + margin
-    return max(0, lo), min(n_lr, hi)
-
-
-def level_regions(tile: tuple[int, int, int, int], lr_size, out_size, levels: int) -> list[list[tuple[int, int]]]:
+def level_regions(tile: tuple[int, int, int, int], grid: GridMap, levels: int) -> list[list[tuple[int, int]]]:
     """Per CSUM level, per axis, the LR region [lo, hi) to compute: what its bilinear resize reads, widened
     by one LR pixel for every 3 x 3 conv of the levels above that reads it."""
     oy0, oy1, ox0, ox1 = tile
-    need = [_lr_span(oy0, oy1, lr_size[0], out_size[0], 1), _lr_span(ox0, ox1, lr_size[1], out_size[1], 1)]
+    lr_size = grid.lr_size
+    need = [grid.y.span(oy0, oy1, 1), grid.x.span(ox0, ox1, 1)]
     regions = [list(need)]
     for _ in range(levels - 1):
         above = regions[0]
@@ -76,23 +73,23 @@ def level_regions(tile: tuple[int, int, int, int], lr_size, out_size, levels: in
     return regions
 
 
-def _level_geo(lr_size, out_size, region, tile) -> Geometry:
-    (ry0, ry1), (rx0, rx1) = region
+def tile_geo(grid: GridMap, lr_origin, lr_size, tile) -> Geometry:
+    """The geometry of one output tile (oy0, oy1, ox0, ox1) reading the LR window at ``lr_origin``."""
     oy0, oy1, ox0, ox1 = tile
-    return Geometry.tiles(lr_size, out_size, [(ry0, rx0)], (ry1 - ry0, rx1 - rx0), [(oy0, ox0)],
-                          (oy1 - oy0, ox1 - ox0))
+    return Geometry.tiles(grid.lr_size, grid.out_size, [lr_origin], tuple(lr_size), [(oy0, ox0)],
+                          (oy1 - oy0, ox1 - ox0), grid=grid)
 
 
 @torch.no_grad()
 def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origin: tuple[int, int],
-              tile: tuple[int, int, int, int], lr_size, out_size, level_w: torch.Tensor) -> torch.Tensor:
+              tile: tuple[int, int, int, int], grid: GridMap, level_w: torch.Tensor) -> torch.Tensor:
     """CSUM(features) + bicubic(LR) for one output tile [N, 3, th, tw], in the model's [-1, 1] space."""
-    regions = level_regions(tile, lr_size, out_size, csum.levels)
+    regions = level_regions(tile, grid, csum.levels)
     (y0, y1), (x0, x1) = regions[0]
     level = feats.read(y0, y1)[:, :, :, x0:x1]
     resized = []
     for k in range(csum.levels):
-        if k == csum.levels - 1 and _halves_onto_output(lr_size, out_size, k):
+        if k == csum.levels - 1 and _scales_by(grid, 2 ** (k - 1)):
             resized.append(_averaged_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)) *
                            level_w[:, k, None, None, None])
             break
@@ -102,29 +99,24 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
             (y0, y1), (x0, x1) = regions[k]
             f = 2 ** k
             level = up[:, :, (y0 - py0) * f:(y1 - py0) * f, (x0 - px0) * f:(x1 - px0) * f]
-        if _scales_by(lr_size, out_size, 2 ** k):  # the level is on the output grid: the resize is the identity
+        if _scales_by(grid, 2 ** k):  # the level is on the output grid: the resize is the identity
             oy0, oy1, ox0, ox1 = tile
             (y0, _), (x0, _) = regions[k]
             f = 2 ** k
             fitted = level[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
         else:
-            fitted = _level_geo(lr_size, out_size, regions[k], tile).level_to_out(level, 2 ** k)
+            (ry0, ry1), (rx0, rx1) = regions[k]
+            fitted = tile_geo(grid, (ry0, rx0), (ry1 - ry0, rx1 - rx0), tile).level_to_out(level, 2 ** k)
         resized.append(fitted * level_w[:, k, None, None, None])
     out = st.conv(csum.fuse, torch.cat(resized, dim=1))
-    oy0, oy1, ox0, ox1 = tile
-    skip_geo = Geometry.tiles(lr_size, out_size, [lr_origin], tuple(lr_crop.shape[2:]), [(oy0, ox0)],
-                              (oy1 - oy0, ox1 - ox0))
+    skip_geo = tile_geo(grid, lr_origin, lr_crop.shape[2:], tile)
     return out + skip_geo.lr_to_out(lr_crop, "bicubic")
 
 
-def _scales_by(lr_size, out_size, factor: int) -> bool:
-    """Whether the output is exactly ``factor`` times the LR grid on both axes."""
-    return all(o == n * factor for o, n in zip(out_size, lr_size))
-
-
-def _halves_onto_output(lr_size, out_size, k: int) -> bool:
-    """Whether level k (LR grid x 2**k) is exactly twice the output grid on both axes (x4 with four levels)."""
-    return _scales_by(lr_size, out_size, 2 ** (k - 1))
+def _scales_by(grid: GridMap, factor: int) -> bool:
+    """Whether the output grid is exactly the LR grid enlarged ``factor`` times on both axes (the default
+    mapping: an output aligned to another grid has a step and a shift of its own)."""
+    return not grid.aligned and all(o == n * factor for o, n in zip(grid.out_size, grid.lr_size))
 
 
 def _averaged_conv(up: torch.nn.Sequential) -> torch.nn.Conv2d:
@@ -154,27 +146,40 @@ def _averaged_level(st: Streamer, csum, below: torch.Tensor, region_below, tile,
     return out[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
 
 
-def skip_window(tile, lr_size, out_size) -> tuple[int, int, int, int]:
+def skip_window(tile, grid: GridMap) -> tuple[int, int, int, int]:
     """(x, y, w, h) of the LR pixels a tile's bicubic skip reads (four taps: two pixels of margin)."""
     oy0, oy1, ox0, ox1 = tile
-    ly0, ly1 = _lr_span(oy0, oy1, lr_size[0], out_size[0], 2)
-    lx0, lx1 = _lr_span(ox0, ox1, lr_size[1], out_size[1], 2)
+    ly0, ly1 = grid.y.span(oy0, oy1, 2)
+    lx0, lx1 = grid.x.span(ox0, ox1, 2)
     return lx0, ly0, lx1 - lx0, ly1 - ly0
 
 
-def level_weights(csum, r: float, n: int, device) -> torch.Tensor:
-    return csum.level_weights(torch.full((n, 1), r, dtype=torch.float32, device=device))
+def level_weights(csum, grid: GridMap, n: int, device) -> torch.Tensor:
+    """The CSUM's level weights for the true scale of the rows (its input r = LR / output pixels)."""
+    return csum.level_weights(torch.full((n, 1), grid.y.ratio, dtype=torch.float32, device=device))
 
 
-def bicubic_rows(lr: Canvas, a: int, b: int, lr_size, out_size) -> torch.Tensor:
+def bicubic_rows(lr: Canvas, a: int, b: int, grid: GridMap) -> torch.Tensor:
     """Rows [a, b) (every column) of bicubic(LR) on the output grid: CondNet's input."""
-    ly0, ly1 = _lr_span(a, b, lr_size[0], out_size[0], 2)
-    geo = Geometry.tiles(lr_size, out_size, [(ly0, 0)], (ly1 - ly0, lr_size[1]), [(a, 0)], (b - a, out_size[1]))
+    ly0, ly1 = grid.y.span(a, b, 2)
+    geo = tile_geo(grid, (ly0, 0), (ly1 - ly0, grid.x.n_lr), (a, b, 0, grid.x.n_out))
     return geo.lr_to_out(lr.read(ly0, ly1), "bicubic")
 
 
+def valid_out(valid: np.ndarray, grid: GridMap, lr_origin, out_origin, size) -> np.ndarray:
+    """Output pixel valid where the LR pixel under its centre (global mapping) is valid."""
+    if valid.all():
+        return np.ones(size, bool)
+    idx = []
+    for axis in (0, 1):
+        g = np.arange(out_origin[axis], out_origin[axis] + size[axis])
+        src = np.floor(grid.axes[axis].edge(g)).astype(np.int64)
+        idx.append(np.clip(src - lr_origin[axis], 0, valid.shape[axis] - 1))
+    return valid[np.ix_(idx[0], idx[1])]
+
+
 __all__ = ["bicubic_rows", "csum_tile", "level_regions", "level_weights", "nearest_rows", "run_lr_features",
-           "skip_window"]
+           "skip_window", "valid_out"]
 
 
 def row_spans(height: int, tile: int, rows: tuple[int, int] | None = None) -> list[tuple[int, int]]:

@@ -18,6 +18,8 @@ from .api import NO_MODEL, default_model_path, open_model, resolve_device
 from .engine import TiledSR
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, output_size
+from .raster_io.align import Alignment
+from .raster_io.align import align_to as reference_grid
 from .raster_io.georef import resolution_size
 from .rules import MAX_SCALE, check_output_side, check_precision, check_samples, check_scale, check_tile
 
@@ -54,29 +56,40 @@ def _check_temporary_space(output: str, out_w: int, out_h: int, maps: int) -> No
                             "write the output elsewhere or use a smaller scale")
 
 
-def output_grid(reader: RasterReader, scale: float | None, resolution: tuple[float, float] | None,
-                log: Callable[[str], None]) -> tuple[int, int, float]:
-    """(out_w, out_h, scale) of a run: ``scale`` as given, or the height ratio for a target pixel size."""
-    if resolution is not None:
-        gt = reader.geotransform if reader.has_geotransform else None
-        out_w, out_h, note = resolution_size(reader.width, reader.height, gt, tuple(resolution))
-        if note:
-            log(f"note: {note}")
-        for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
-            if not 1.0 < ratio <= MAX_SCALE:  # the limits of --scale, per axis
-                raise E2DiffSRError(
-                    f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
-                    f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
-        scale = out_h / reader.height  # the model's scale inputs are height ratios
+def _resolution_grid(reader, resolution, log) -> tuple[int, int, float]:
+    """(out_w, out_h, scale) for a target pixel size; the scale is the height ratio, the model's input."""
+    gt = reader.geotransform if reader.has_geotransform else None
+    out_w, out_h, note = resolution_size(reader.width, reader.height, gt, tuple(resolution))
+    if note:
+        log(f"note: {note}")
+    for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
+        if not 1.0 < ratio <= MAX_SCALE:  # the limits of --scale, per axis
+            raise E2DiffSRError(
+                f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
+                f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
+    return out_w, out_h, out_h / reader.height
+
+
+def output_grid(reader, scale, resolution, align, log) -> tuple[int, int, float, Alignment | None]:
+    """(out_w, out_h, scale, alignment or None) from exactly one of a scale, a pixel size, a reference grid;
+    the output's sides checked."""
+    if align is not None:
+        a = reference_grid(align, reader.width, reader.height,
+                           reader.geotransform if reader.has_geotransform else None, reader.projection)
+        log(f"aligned to {align}: {a.out_w} x {a.out_h} px of {abs(a.geotransform[1]):g} x "
+            f"{abs(a.geotransform[5]):g}, x{a.scales[0]:.4g} / x{a.scales[1]:.4g} (x / y)")
+        out = a.out_w, a.out_h, a.grid.y.scale, a
+    elif resolution is not None:
+        out = (*_resolution_grid(reader, resolution, log), None)
     else:
-        out_w, out_h = output_size(reader.width, reader.height, scale)
-    check_output_side(out_w, out_h)
-    return out_w, out_h, scale
+        out = (*output_size(reader.width, reader.height, scale), scale, None)
+    check_output_side(out[0], out[1])
+    return out
 
 
 def superresolve_raster(
     input: str, output: str, scale: float | None = None, *, resolution: tuple[float, float] | None = None,
-    model: str | None = None, device: str = "auto", seed: int = 0,
+    align_to: str | None = None, model: str | None = None, device: str = "auto", seed: int = 0,
     bands: list[int] | None = None, tile: int = 0, samples: int = 1, uncertainty: str | None = None,
     creation_options: list[str] | tuple = (), cog: bool = False, overwrite: bool = False,
     ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
@@ -85,7 +98,8 @@ def superresolve_raster(
     rows: tuple[int, int] | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
-    or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size).
+    or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size),
+    or on the grid of the raster ``align_to`` (its pixel size and grid origin, covering the input's extent).
 
     By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
     ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
@@ -107,8 +121,9 @@ def superresolve_raster(
                             "--raw and --consistency-map")
     check_precision(precision)
     tile = check_tile(tile)
-    if (scale is None) == (resolution is None):
-        raise E2DiffSRError("give either a scale (--scale) or a target pixel size (--resolution), exactly one")
+    if sum(v is not None for v in (scale, resolution, align_to)) != 1:
+        raise E2DiffSRError("give exactly one of a scale (--scale), a target pixel size (--resolution) or a "
+                            "reference grid (--align-to)")
     if scale is not None:
         scale = check_scale(scale, MAX_SCALE)
     if model is None and default_model_path() is None:
@@ -116,25 +131,27 @@ def superresolve_raster(
 
     writers: list[RasterWriter] = []
     with RasterReader(input, bands=bands, ranges=ranges) as reader:
-        out_w, out_h, scale = output_grid(reader, scale, resolution, log)
+        out_w, out_h, scale, alignment = output_grid(reader, scale, resolution, align_to, log)
         if reader.type_note:
             log(f"note: {reader.type_note}")
         _check_temporary_space(output, out_w, out_h, len(reader.groups()) * samples)
         try:
             # every check of the outputs (names, overwriting, creation options) before the model is even loaded
             writers.append(RasterWriter(output, reader, out_w, out_h, creation_options=list(creation_options),
-                                        cog=cog, overwrite=overwrite, rows=rows))
+                                        cog=cog, overwrite=overwrite, alignment=alignment, rows=rows))
             for label, path in extra.items():
                 if path:
                     bands_out = len(reader.bands) if label == "uncertainty raster" else 1
                     writers.append(RasterWriter(path, reader, out_w, out_h, creation_options=list(creation_options),
                                                 cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0,
-                                                spread=True, label=label, band_count=bands_out, rows=rows))
+                                                spread=True, label=label, band_count=bands_out,
+                                                alignment=alignment, rows=rows))
             unc_writer = next((w for w in writers[1:] if w.label == "uncertainty raster"), None)
             map_writer = next((w for w in writers[1:] if w.label == "consistency map"), None)
             dev = resolve_device(device)
             net = open_model(model, dev)
-            for ratio in {scale, out_w / reader.width}:
+            grid = alignment.grid if alignment is not None else None
+            for ratio in {scale, alignment.scales[0] if alignment else out_w / reader.width}:
                 check_scale(ratio, net.cfg.max_scale)
             spans = np.array([r.span for r in reader.ranges], np.float32)[:, None, None]
 
@@ -162,7 +179,8 @@ def superresolve_raster(
             result = engine.run(read, write, (reader.height, reader.width), scale, seed=seed, samples=samples,
                                 groups=reader.groups(), combine=reader.ungroup, channels=len(reader.bands),
                                 progress=progress, cancel=cancel, log=log, out_size=(out_h, out_w),
-                                correction=write_correction if map_writer is not None else None, out_rows=rows)
+                                correction=write_correction if map_writer is not None else None, grid=grid,
+                                out_rows=rows)
             for w in writers:
                 w.commit()
         except BaseException:

@@ -88,10 +88,11 @@ def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: b
         if gt is None or gt[2] or gt[4]:
             raise E2DiffSRError(f"{src} has no north-up geotransform (rotated, GCPs or none), which a VRT of "
                                 "parts needs; run it without --split")
-        out_w, out_h, scale = output_grid(reader, options["scale"], options["resolution"], lambda _m: None)
+        out_w, out_h, scale, alignment = output_grid(reader, options["scale"], options["resolution"],
+                                                     options.get("align_to"), lambda _m: None)
         if options["cog"]:  # every check of the final COG (name, overwriting, creation options) up front
             RasterWriter(out, reader, out_w, out_h, creation_options=options["creation_options"], cog=True,
-                         overwrite=overwrite, rows=(0, 1)).abort()
+                         overwrite=overwrite, alignment=alignment, rows=(0, 1)).abort()
         else:
             _check_vrt_output(out, reader.files, overwrite)
         groups = len(reader.groups())

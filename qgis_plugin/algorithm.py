@@ -103,6 +103,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     INPUT = "INPUT"
     SCALE = "SCALE"
     TARGET_RESOLUTION = "TARGET_RESOLUTION"
+    ALIGN_TO = "ALIGN_TO"
     OUTPUT = "OUTPUT"
     MODEL = "MODEL"
     BANDS = "BANDS"
@@ -129,6 +130,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self._source = None
         self._layer_name = None
         self._resolution = None
+        self._align = None
         self._scale = None
 
     # --- identity -------------------------------------------------------------------------------------------
@@ -165,6 +167,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} in the layer's CRS units (optional; "
                                        f"when set, {LABELS['SCALE']} is not used)"),
             QgsProcessingParameterNumber.Double, optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} this raster (optional; its pixel size and grid origin, "
+                              f"instead of {LABELS['SCALE']})"), optional=True))
         for param in self._advanced_parameters():
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -260,13 +265,39 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                                             f"layer's CRS units (got {res:g}), or empty to use {label('SCALE')}."))
         return res
 
+    def _reference_grid(self, parameters, context, layer):
+        """(scale of the rows, layer name) of an output aligned to ALIGN_TO's grid, or None without one."""
+        value = parameters.get(self.ALIGN_TO)
+        if value is None or value == "":
+            return None
+        if self._resolution is not None:
+            raise QgsProcessingException(tr(f"Give either {label('TARGET_RESOLUTION')} or {label('ALIGN_TO')}, not "
+                                            f"both (with neither, {label('SCALE')} is used)."))
+        ref = self.parameterAsRasterLayer(parameters, self.ALIGN_TO, context)
+        if ref is None or not ref.isValid() or ref.providerType() != "gdal":
+            raise QgsProcessingException(tr(f"Could not open the {label('ALIGN_TO')} raster {value!r}; choose a "
+                                            "raster file GDAL can read."))
+        deps.add_paths()
+        from e2diffsr_core.errors import E2DiffSRError
+        from e2diffsr_core.raster_io.align import align_file
+
+        try:
+            grid = align_file(ref.source(), layer.source()).grid
+        except E2DiffSRError as exc:
+            raise QgsProcessingException(for_qgis(str(exc))) from None
+        self._align = ref.source()
+        return grid.y.scale, f"{layer.name()} on the {ref.name()} grid"
+
     def prepareAlgorithm(self, parameters, context, feedback):
         # Batch processing and models run without checkParameterValues: the scale is checked again here.
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if layer is None or not layer.isValid():
             raise QgsProcessingException(tr(f"Could not load the input raster {parameters.get(self.INPUT)!r}"))
-        self._resolution = self._target_resolution(parameters, context)
-        if self._resolution is None:
+        self._resolution, self._align = self._target_resolution(parameters, context), None
+        aligned = self._reference_grid(parameters, context, layer) if layer.providerType() == "gdal" else None
+        if aligned is not None:
+            scale, problem = aligned[0], None
+        elif self._resolution is None:
             scale = self.parameterAsDouble(parameters, self.SCALE, context)
             problem = scale_problem(scale)
         else:  # the model's scale inputs are height ratios; the engine checks both axes
@@ -283,8 +314,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
         self._source = layer.source()
-        self._layer_name = (f"{layer.name()} x{scale:g}" if self._resolution is None
-                            else f"{layer.name()} at {self._resolution:g}")
+        self._layer_name = (aligned[1] if aligned is not None else f"{layer.name()} x{scale:g}"
+                            if self._resolution is None else f"{layer.name()} at {self._resolution:g}")
         warning = scale_warning(scale)
         if warning:
             feedback.pushWarning(warning)
@@ -331,6 +362,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         scale = self._scale
         if self._resolution is not None:
             kwargs["resolution"] = (self._resolution, self._resolution)
+        if self._align is not None:
+            kwargs["align_to"] = self._align
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)

@@ -37,6 +37,13 @@ uncertainty raster holds their per-pixel standard deviation (where the model is 
 <p><b>Target pixel size</b> (optional): the output's pixel size in the layer's CRS units (e.g. 0.04 for 4 cm \
 pixels from a 10 cm layer) instead of a scale factor; the output covers the same extent in whole pixels of that \
 size. The layer's pixels must be north-up and 1 to 16 times coarser.</p>
+<p><b>Align to the grid of</b> (optional): a raster whose pixel grid the output snaps to, e.g. a finer \
+orthophoto or a model grid to stack or compare with. The output takes that raster's pixel size and grid origin \
+and covers the layer's whole extent (overshooting it by less than one output pixel on each side), so its pixels \
+line up exactly with the reference's. The reference must be in the same CRS, north-up, with pixels 1 to 16 times \
+finer than the layer's (down-sampling is GDAL's job: <i>Raster &gt; Projections &gt; Warp</i>). Leave <b>Target \
+pixel size</b> empty when using it; with both empty, <b>Scale factor</b> is used. The result is loaded as \
+"<i>input name</i> on the <i>reference name</i> grid".</p>
 <p><b>Tile size</b>: output pixels per tile side; 0 picks one that fits the device's memory. Every tile is \
 computed exactly as the whole image would be, so the tile size does not change the result and no seams appear.</p>
 <p><b>Raw model output</b>: off by default, the result is corrected so that, reduced back to the input's pixels, \

@@ -52,8 +52,9 @@ def run_engine(source: str, output: str, scale: float, kwargs: dict, feedback) -
     feedback.pushInfo(f"Super-resolving {source} x{scale:g} -> {output}")
     try:
         announce(source, scale, kwargs, feedback)
-        # a target pixel size replaces the scale (which then only sized the plan above)
-        info = superresolve_raster(source, output, None if kwargs.get("resolution") else scale, **kwargs,
+        # a target pixel size or a reference grid replaces the scale (which then only sized the plan above)
+        grid_given = kwargs.get("resolution") or kwargs.get("align_to")
+        info = superresolve_raster(source, output, None if grid_given else scale, **kwargs,
                                    progress=lambda f: feedback.setProgress(100.0 * f),
                                    cancel=feedback.isCanceled, log=feedback.pushInfo)
     except E2DiffSRError as exc:  # also Cancelled: "cancelled by the user; no output was written"

@@ -24,13 +24,14 @@ LABELS = {
     "COG": "Write a Cloud Optimized GeoTIFF",
     "RAW": "Raw model output",
     "TARGET_RESOLUTION": "Target pixel size",
+    "ALIGN_TO": "Align to the grid of",
     "CONSISTENCY_MAP": "Consistency map",
 }
 
 _FLAGS = {
     "--device": "DEVICE", "--samples": "SAMPLES", "--bands": "BANDS", "--scale": "SCALE", "--model": "MODEL",
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
-    "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION",
+    "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION", "--align-to": "ALIGN_TO",
     "--consistency-map": "CONSISTENCY_MAP",
 }
 

@@ -6,6 +6,7 @@ Pure GDAL + numpy (no torch, no Qt), so front ends and tests can use it without 
 - :mod:`.values`: data types, per-band value ranges and the conversion back to the output's type;
 - :mod:`.bands`: band groups of three for the model, and back;
 - :mod:`.georef`: output size, geotransform / GCPs / RPCs of the output, output-to-input pixel mapping;
+- :mod:`.align`: an output on another raster's grid (``--align-to``): its size, geotransform and mapping;
 - :mod:`.writer`: the one safe writer (GeoTIFF or COG);
 - :mod:`.files`, :mod:`.options`, :mod:`.gdal_errors`: file handling (same-file checks, the run folder,
   moving into place), creation options tried out before any work, GDAL failures that cannot pass unseen.

@@ -10,6 +10,7 @@ from osgeo import gdal
 
 from e2diffsr_core import rules
 from e2diffsr_core.errors import E2DiffSRError
+from e2diffsr_core.gridmap import AxisMap
 
 #: The largest side GDAL can create (its sizes are C ints).
 MAX_SIDE = 2**31 - 1
@@ -72,28 +73,32 @@ def scaled_gcps(gcps, fx: float, fy: float, first_row: int = 0) -> list:
             for g in gcps]
 
 
-def scaled_rpc(rpc: dict[str, str], fx: float, fy: float, first_row: int = 0) -> dict[str, str]:
+def scaled_rpc(rpc: dict[str, str], fx: float, fy: float, shift: tuple[float, float] = (0.0, 0.0),
+               first_row: int = 0) -> dict[str, str]:
     """RPC metadata of the output (of its rows from ``first_row`` on). RPC line/sample count from the first
-    pixel's centre, so an input position l maps to (l + 0.5) * f - 0.5: the offsets shift and the scales grow
-    by the factor."""
+    pixel's centre, so an input position l maps to (l + 0.5 - shift) * f - 0.5: the offsets shift and the
+    scales grow by the factor (``shift`` (rows, columns): where the output's first pixel edge lies on the input
+    grid, in input pixels)."""
     out = dict(rpc)
-    for off, scale, f, shift in (("LINE_OFF", "LINE_SCALE", fy, first_row), ("SAMP_OFF", "SAMP_SCALE", fx, 0)):
+    for off, scale, f, d, first in (("LINE_OFF", "LINE_SCALE", fy, shift[0], first_row),
+                                    ("SAMP_OFF", "SAMP_SCALE", fx, shift[1], 0)):
         if off in rpc and scale in rpc:
-            out[off] = repr((float(rpc[off]) + 0.5) * f - 0.5 - shift)
+            at = (float(rpc[off]) + 0.5 - d) * f - 0.5 if d else (float(rpc[off]) + 0.5) * f - 0.5
+            out[off] = repr(at - first if first else at)
             out[scale] = repr(float(rpc[scale]) * f)
     return out
 
 
-def source_index(start: int, length: int, lr_n: int, out_n: int) -> np.ndarray:
+def source_index(start: int, length: int, am: AxisMap) -> np.ndarray:
     """Input pixel whose area holds each output pixel's centre, for output pixels [start, start + length)."""
     g = np.arange(start, start + length, dtype=np.float64)
-    return np.clip(np.floor((g + 0.5) * lr_n / out_n).astype(np.int64), 0, lr_n - 1)
+    return np.clip(np.floor(am.edge(g)).astype(np.int64), 0, am.n_lr - 1)
 
 
-def source_position(start: int, length: int, lr_n: int, out_n: int) -> np.ndarray:
+def source_position(start: int, length: int, am: AxisMap) -> np.ndarray:
     """Continuous input position (pixel-centre units) of each output pixel's centre."""
     g = np.arange(start, start + length, dtype=np.float64)
-    return (g + 0.5) * lr_n / out_n - 0.5
+    return am.edge(g) - 0.5
 
 
 def bilinear(lr: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from osgeo import gdal
 
 from e2diffsr_core.errors import E2DiffSRError
+from e2diffsr_core.gridmap import GridMap
 
 from .bands import make_groups, ungroup
 from .files import source_files
@@ -319,19 +320,21 @@ class RasterReader:
         data, valid = self.read_bands(x, y, w, h)
         return data, valid.all(axis=0)
 
-    def output_window(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> OutputWindow:
+    def output_window(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int,
+                      grid: GridMap | None = None) -> OutputWindow:
         """What the output window (x, y, w, h) of an ``out_w`` x ``out_h`` output takes straight from the input
         (see :class:`OutputWindow`): validity, mask and alpha from the input pixel under each output pixel's
-        centre; the input's values outside the band ranges interpolated bilinearly. The last window is kept:
-        the output, the uncertainty raster and the consistency map all ask for the same one in turn."""
-        key = (x, y, w, h, out_w, out_h)
+        centre (placed by ``grid``, default the sizes' own mapping); the input's values outside the band
+        ranges interpolated bilinearly. The last window is kept: the output, the uncertainty raster and the
+        consistency map all ask for the same one in turn."""
+        key = (x, y, w, h, GridMap.of(grid, (self.height, self.width), (out_h, out_w)))
         if self._last_window is None or self._last_window[0] != key:
             self._last_window = (key, self._output_window(*key))
         return self._last_window[1]
 
-    def _output_window(self, x: int, y: int, w: int, h: int, out_w: int, out_h: int) -> OutputWindow:
-        iy, ix = source_index(y, h, self.height, out_h), source_index(x, w, self.width, out_w)
-        py, px = source_position(y, h, self.height, out_h), source_position(x, w, self.width, out_w)
+    def _output_window(self, x: int, y: int, w: int, h: int, grid: GridMap) -> OutputWindow:
+        iy, ix = source_index(y, h, grid.y), source_index(x, w, grid.x)
+        py, px = source_position(y, h, grid.y), source_position(x, w, grid.x)
         r0 = max(0, min(int(np.floor(py.min())), int(iy.min())))
         c0 = max(0, min(int(np.floor(px.min())), int(ix.min())))
         r1 = min(self.height, max(int(np.floor(py.max())) + 2, int(iy.max()) + 1))

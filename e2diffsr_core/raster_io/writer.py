@@ -21,6 +21,7 @@ from osgeo import gdal
 
 from e2diffsr_core.errors import E2DiffSRError
 
+from .align import Alignment
 from .files import RunFolder, check_output, publish
 from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
@@ -46,13 +47,16 @@ class RasterWriter:
     and carries no alpha band. ``label`` and ``flag`` name the output and its overwrite switch in messages.
     ``rows`` (first, stop): the file holds only these rows of the ``out_w`` x ``out_h`` output (one part of a
     raster split across ranks), georeferenced where they lie; ``write`` takes whole-output coordinates.
+    ``alignment`` puts the output on another raster's grid (its geotransform, and where each output pixel
+    lies on the input for masks and carried values); default: the input's extent cut into out_w x out_h.
     """
 
     def __init__(self, path: str, reader: RasterReader, out_w: int, out_h: int, *, creation_options=(),
                  cog: bool = False, overwrite: bool = False, dtype: int | None = None, band_count: int | None = None,
                  nodata=..., spread: bool = False, label: str = "output", flag: str = "--overwrite",
-                 rows: tuple[int, int] | None = None):
+                 alignment: Alignment | None = None, rows: tuple[int, int] | None = None):
         self.path, self.reader, self.label = os.fspath(path), reader, label
+        self.alignment = alignment
         self.out_w, self.out_h = int(out_w), int(out_h)
         self.rows = (0, self.out_h) if rows is None else (int(rows[0]), int(rows[1]))
         self.cog, self.overwrite, self.spread = bool(cog), bool(overwrite), bool(spread)
@@ -127,14 +131,20 @@ class RasterWriter:
         if r.projection:
             dst.SetProjection(r.projection)
         first = self.rows[0]
-        if r.has_geotransform:
+        grid, shift = self.alignment and self.alignment.grid, (0.0, 0.0)
+        gt = None
+        if grid is not None:  # exactly the reference's pixel size, origin on its grid
+            gt = self.alignment.geotransform
+            fx, fy, shift = grid.x.scale, grid.y.scale, (grid.y.shift, grid.x.shift)
+        elif r.has_geotransform:
             gt = scaled_geotransform(r.geotransform, r.width, r.height, self.out_w, self.out_h)
+        if gt is not None:  # a part of the rows starts lower
             dst.SetGeoTransform((gt[0] + first * gt[2], gt[1], gt[2], gt[3] + first * gt[5], gt[4], gt[5]))
         elif src.GetGCPCount():
             dst.SetGCPs(scaled_gcps(src.GetGCPs(), fx, fy, first), src.GetGCPProjection())
         rpc = src.GetMetadata("RPC")
         if rpc:
-            dst.SetMetadata(scaled_rpc(rpc, fx, fy, first), "RPC")
+            dst.SetMetadata(scaled_rpc(rpc, fx, fy, shift, first), "RPC")
         md = src.GetMetadata() or {}
         if md:
             dst.SetMetadata(md)
@@ -209,7 +219,8 @@ class RasterWriter:
             return
         x, y, data, valid = cropped
         h, w = data.shape[1:]
-        src = self.reader.output_window(x, y, w, h, self.out_w, self.out_h)
+        src = self.reader.output_window(x, y, w, h, self.out_w, self.out_h,
+                                        self.alignment.grid if self.alignment else None)
         per_band, beyond = src.valid, src.beyond
         if valid is not None:
             per_band = per_band & valid[None]
