@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ import torch
 
 from .consistency import PASSES, back_project
 from .errors import E2DiffSRError
+from .eval_protocol import bicubic_pil, find_images, make_lr, read_rgb, select_split, to_model
 from .metrics import FIDMetric, LPIPSMetric, hf_ratio, psnr, ssim, to_uint8
 from .model import Geometry
-from .train.data import bicubic_pil, find_images, read_rgb, select_split, to_model
 
 BICUBIC = "Bicubic"
 CONSISTENT = " + consistency"
@@ -43,12 +44,6 @@ def parse_scales(text: str) -> list[float]:
     if not scales or any(not math.isfinite(s) or s <= 1 for s in scales):
         raise E2DiffSRError(f"--scales must be numbers greater than 1, got {text!r}")
     return scales
-
-
-def make_lr(hr: np.ndarray, scale: float) -> np.ndarray:
-    """The authors' HR_downsampled LR: PIL bicubic to (int(W/s), int(H/s))."""
-    h, w = hr.shape[:2]
-    return bicubic_pil(hr, (int(w / scale), int(h / scale)))
 
 
 @torch.no_grad()
@@ -112,69 +107,94 @@ def _model_outputs(nets, lr, hr_size, seed, device, passes):
     return rows
 
 
-def evaluate(models: list[str], data, scales: list[float], split=None, subset: str = "test", device="cpu",
-             seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
-             inception_weights=None, progress: bool = False, passes: int = PASSES) -> dict:
-    from .api import open_model, resolve_device
+@dataclass(frozen=True)
+class EvalSettings:
+    """What every picture is evaluated with: the scales, the device, the noise seed of picture 0 (picture i
+    uses seed + i) and the back-projection passes of the consistent rows (0: raw rows only)."""
 
-    device = resolve_device(device)
-    files = select_split(data, find_images(data), split, subset)[:max_images]
-    nets = [(name, open_model(p, device)) for name, p in zip(_names(models), models)]
-    lpips_m = LPIPSMetric(lpips_net, lpips_weights, device)
-    fid_m = FIDMetric(inception_weights, device)
-    methods = [BICUBIC] + [m for n, _ in nets for m in ([n, n + CONSISTENT] if passes else [n])]
-    acc = {(m, s): {"psnr": [], "ssim": [], "lpips": [], "hf_ratio": [], "seconds": [], "sr": [], "hr": [],
-                    "psnr_lr": []} for m in methods for s in scales}
-    skipped = []
-    for i, path in enumerate(files):
-        hr = read_rgb(path)
-        h, w = hr.shape[:2]
-        for s in scales:
-            if int(w / s) < 1 or int(h / s) < 1:
-                skipped.append(f"{path.name} at x{s:g}")
-                continue
-            lr = make_lr(hr, s)
-            border = math.ceil(s)
-            t = time.perf_counter()
-            outputs = [(BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t)]
-            outputs += _model_outputs(nets, lr, (h, w), seed + i, device, passes)
-            for name, sr, sec in outputs:
-                a = acc[(name, s)]
-                a["psnr"].append(psnr(sr, hr, border))
-                a["psnr_lr"].append(psnr_to_input(sr, lr))
-                a["ssim"].append(ssim(sr, hr, border))
-                a["hf_ratio"].append(hf_ratio(sr, hr, border))
-                a["seconds"].append(sec)
-                if lpips_m.available:
-                    a["lpips"].append(lpips_m(sr, hr))
-                if fid_m.available:
-                    a["sr"].append(sr)
-                    a["hr"].append(hr)
-        if progress:
-            print(f"[{i + 1}/{len(files)}] {path.name}", file=sys.stderr)
-    rows = []
-    for (name, s), a in acc.items():
-        if not a["psnr"]:
-            continue
-        rows.append({
+    scales: list[float]
+    device: torch.device
+    seed: int = 0
+    passes: int = PASSES
+
+
+class Scores:
+    """Per (method, scale): the metrics of every picture, and their means as report rows."""
+
+    def __init__(self, methods: list[str], scales: list[float], lpips_m: LPIPSMetric, fid_m: FIDMetric):
+        self.lpips_m, self.fid_m = lpips_m, fid_m
+        self.acc = {(m, s): {"psnr": [], "ssim": [], "lpips": [], "hf_ratio": [], "seconds": [], "sr": [], "hr": [],
+                             "psnr_lr": []} for m in methods for s in scales}
+
+    def add(self, method: str, scale: float, sr: np.ndarray, seconds: float, hr: np.ndarray, lr: np.ndarray):
+        a, border = self.acc[(method, scale)], math.ceil(scale)
+        a["psnr"].append(psnr(sr, hr, border))
+        a["psnr_lr"].append(psnr_to_input(sr, lr))
+        a["ssim"].append(ssim(sr, hr, border))
+        a["hf_ratio"].append(hf_ratio(sr, hr, border))
+        a["seconds"].append(seconds)
+        if self.lpips_m.available:
+            a["lpips"].append(self.lpips_m(sr, hr))
+        if self.fid_m.available:
+            a["sr"].append(sr)
+            a["hr"].append(hr)
+
+    def rows(self) -> list[dict]:
+        return [{
             "method": name, "scale": s, "images": len(a["psnr"]),
             "psnr": float(np.mean(a["psnr"])), "ssim": float(np.mean(a["ssim"])),
             "lpips": float(np.mean(a["lpips"])) if a["lpips"] else None,
-            "fid": fid_m(a["sr"], a["hr"]) if fid_m.available else None,
+            "fid": self.fid_m(a["sr"], a["hr"]) if self.fid_m.available else None,
             "hf_ratio": float(np.nanmean(a["hf_ratio"])),
             "psnr_lr": float(np.mean(a["psnr_lr"])), "psnr_lr_min": float(np.min(a["psnr_lr"])),
             "sec_per_image": float(np.mean(a["seconds"])),
-        })
+        } for (name, s), a in self.acc.items() if a["psnr"]]
+
+
+def _score_picture(scores: Scores, hr: np.ndarray, nets, seed: int, run: EvalSettings) -> list[str]:
+    """Every method at every scale on one HR picture; returns the scales skipped (no LR pixels) as 'xS'."""
+    h, w = hr.shape[:2]
+    skipped = []
+    for s in run.scales:
+        if int(w / s) < 1 or int(h / s) < 1:
+            skipped.append(f"x{s:g}")
+            continue
+        lr = make_lr(hr, s)
+        t = time.perf_counter()
+        outputs = [(BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t)]
+        outputs += _model_outputs(nets, lr, (h, w), seed, run.device, run.passes)
+        for name, sr, sec in outputs:
+            scores.add(name, s, sr, sec, hr, lr)
+    return skipped
+
+
+def evaluate(models: list[str], data, scales: list[float], *, split=None, subset: str = "test", device="cpu",
+             seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
+             inception_weights=None, progress: bool = False, passes: int = PASSES) -> dict:
+    """The report of ``models`` on the pictures of ``data`` (one ``subset`` of ``split``) at ``scales``."""
+    from .api import open_model, resolve_device
+
+    run = EvalSettings(scales, resolve_device(device), seed, passes)
+    files = select_split(data, find_images(data), split, subset)[:max_images]
+    names = _names(models)
+    nets = [(name, open_model(p, run.device)) for name, p in zip(names, models)]
+    lpips_m, fid_m = LPIPSMetric(lpips_net, lpips_weights, run.device), FIDMetric(inception_weights, run.device)
+    methods = [BICUBIC] + [m for n, _ in nets for m in ([n, n + CONSISTENT] if passes else [n])]
+    scores, skipped = Scores(methods, scales, lpips_m, fid_m), []
+    for i, path in enumerate(files):
+        skipped += [f"{path.name} at {x}" for x in _score_picture(scores, read_rgb(path), nets, seed + i, run)]
+        if progress:
+            print(f"[{i + 1}/{len(files)}] {path.name}", file=sys.stderr)
     return {
         "protocol": "HR uint8 RGB; LR = PIL bicubic to (int(W/s), int(H/s)); output at the HR size; "
                     "PSNR/SSIM on RGB uint8 with a border of ceil(s) removed",
         "passes": passes,
         "data": Path(data).name, "subset": subset if split else "all", "images": len(files),
-        "scales": scales, "seed": seed, "device": str(device), "methods": methods,
-        "models": {n: Path(p).name for n, p in zip(_names(models), models)},
+        "scales": scales, "seed": seed, "device": str(run.device), "methods": methods,
+        "models": {n: Path(p).name for n, p in zip(names, models)},
         "lpips": f"computed ({lpips_net})" if lpips_m.available else f"LPIPS: {lpips_m.reason}",
         "fid": f"computed ({fid_m.kind})" if fid_m.available else f"FID: {fid_m.reason}",
-        "skipped": skipped, "rows": rows,
+        "skipped": skipped, "rows": scores.rows(),
     }
 
 

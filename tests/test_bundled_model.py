@@ -10,7 +10,8 @@ from osgeo import gdal
 from e2diffsr_core.__main__ import main
 from e2diffsr_core.api import default_model_path, open_model
 from e2diffsr_core.engine import superresolve_array
-from e2diffsr_core.evaluate import make_lr, super_resolve_to
+from e2diffsr_core.eval_protocol import make_lr
+from e2diffsr_core.evaluate import super_resolve_to
 from e2diffsr_core.metrics import hf_ratio, psnr
 from e2diffsr_core.model import preset
 

@@ -6,6 +6,7 @@ meaning, races and signals, late or misleading failures.
 """
 
 import fcntl
+import functools
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
+from raster_support import make_raster
 
 from e2diffsr_core.__main__ import main
 from e2diffsr_core.errors import E2DiffSRError
@@ -24,25 +26,7 @@ from e2diffsr_core.raster_io import files
 
 gdal.UseExceptions()
 GT = (500000.0, 2.0, 0.0, 4000000.0, 0.0, -2.0)
-
-
-def make(path, array, dtype=gdal.GDT_Byte, nodata=None, options=(), colours=None):
-    array = np.asarray(array)
-    n, h, w = array.shape
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, n, dtype, options=list(options))
-    ds.SetGeoTransform(GT)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(32633)
-    ds.SetProjection(srs.ExportToWkt())
-    for i in range(n):
-        band = ds.GetRasterBand(i + 1)
-        band.WriteArray(array[i])
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        if colours:
-            band.SetColorInterpretation(colours[i])
-    ds = None
-    return str(path)
+make = functools.partial(make_raster, gt=GT)   # make(path, array[, dtype], nodata=..., options=[...])
 
 
 def texture(n=3, h=20, w=24, lo=20, hi=230, seed=0):

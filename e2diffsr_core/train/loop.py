@@ -1,28 +1,28 @@
-"""The training loop shared by both stages: data, resume, logging, validation, checkpoints, time limit."""
+"""The training loop shared by both stages: data, resume, logging, validation, checkpoints, time limit.
+
+    train(cfg, 1, "AID", "runs/s1", max_steps=1000)   # what python -m e2diffsr_core.train --stage 1 runs
+"""
 
 from __future__ import annotations
 
 import json
-import math
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import FORMAT, atomic_save, load_state, safe_load
+from ..checkpoint import FORMAT, load_state, safe_load
 from ..errors import E2DiffSRError
+from ..eval_protocol import find_images, select_split, validation_items
 from ..model import E2DiffSR, ModelConfig
 from .config import TrainConfig
-from .data import PairDataset, ScaleBatchSampler, check_sizes, find_images, make_loader, select_split, validation_items
-from .logs import Meter, RunLog
+from .data import PairDataset, ScaleBatchSampler, check_sizes, make_loader
 from .losses import NLayerDiscriminator
-from .runtime import Dist, rng_state, seed_everything, set_rng_state, step_seed
+from .record import STATE_FORMAT, Recorder
+from .runtime import Dist, seed_everything, set_rng_state, step_seed
 from .stage1 import Stage1
 from .stage2 import Stage2, load_first_stage, stage1_file
-from .validate import validate
-
-STATE_FORMAT = "e2diffsr-train-state"
 
 
 def _split_has(split, subset: str) -> bool:
@@ -93,113 +93,127 @@ def _load_state(path: Path, stage: int) -> dict:
     return state
 
 
-def train(cfg: TrainConfig, stage: int, data, out, split=None, resume: bool = False, stage1=None,
+@dataclass(frozen=True)
+class RunSettings:
+    """One stage's run as the command line gives it: where the data and the run folder are, how it starts
+    (new, ``resume`` or warm from ``init``) and when it stops (``steps``, ``minutes``; 0: no time limit)."""
+
+    stage: int
+    data: Path
+    out: Path
+    steps: int
+    minutes: float
+    split: str | Path | None = None
+    resume: bool = False
+    stage1: str | Path | None = None
+    init: str | Path | None = None
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, stage: int, data, out, *, max_steps: int | None = None,
+           max_minutes: float | None = None, **start) -> RunSettings:
+        """Checked settings; ``max_steps`` and ``max_minutes`` override the configuration's."""
+        if stage not in (1, 2):
+            raise E2DiffSRError(f"--stage must be 1 or 2, got {stage}")
+        if start.get("init") is not None and start.get("resume"):
+            raise E2DiffSRError("--init starts a new run from a model and --resume continues a run: give one of them")
+        s = cfg.stage1 if stage == 1 else cfg.stage2
+        return cls(stage, Path(data), Path(out), s.max_steps if max_steps is None else max_steps,
+                   cfg.run.max_minutes if max_minutes is None else max_minutes, **start)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state.pt"
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / "model.pt"
+
+
+def train(cfg: TrainConfig, stage: int, data, out, *, split=None, resume: bool = False, stage1=None,
           max_steps: int | None = None, max_minutes: float | None = None, device: str | None = None,
           init=None) -> Path:
     """Run one stage; returns the path of the model file written (RUN_DIR/model.pt). ``init``: a model file
     to start from instead of random weights (stage 2 still takes its first stage from ``stage1``)."""
-    if stage not in (1, 2):
-        raise E2DiffSRError(f"--stage must be 1 or 2, got {stage}")
-    if init is not None and resume:
-        raise E2DiffSRError("--init starts a new run from a model and --resume continues a run: give one of them")
+    run = RunSettings.of(cfg, stage, data, out, max_steps=max_steps, max_minutes=max_minutes, split=split,
+                         resume=resume, stage1=stage1, init=init)
     rt = Dist(device or cfg.run.device)
     try:
-        return _train(cfg, stage, Path(data), Path(out), split, resume, stage1, max_steps, max_minutes, rt, init)
+        return _train(cfg, run, rt)
     finally:
         rt.close()
 
 
-def _train(cfg, stage, data, out, split, resume, stage1, max_steps, max_minutes, rt: Dist, init=None) -> Path:
-    s = cfg.stage1 if stage == 1 else cfg.stage2
-    total = s.max_steps if max_steps is None else max_steps
-    minutes = cfg.run.max_minutes if max_minutes is None else max_minutes
-    state_path, model_path = out / "state.pt", out / "model.pt"
-    if resume and not state_path.is_file():
-        raise E2DiffSRError(f"nothing to resume: {state_path} not found")
-    if not resume and state_path.exists():
-        raise E2DiffSRError(f"{out} already holds a run (state.pt); pass --resume to continue it "
+def _check_out(run: RunSettings) -> None:
+    if run.resume and not run.state_path.is_file():
+        raise E2DiffSRError(f"nothing to resume: {run.state_path} not found")
+    if not run.resume and run.state_path.exists():
+        raise E2DiffSRError(f"{run.out} already holds a run (state.pt); pass --resume to continue it "
                             "or choose another --out")
+
+
+def _start(cfg: TrainConfig, run: RunSettings, rt: Dist):
+    """(trainer, first step): a new model, or the run's state.pt with its RNG state on --resume."""
+    state = _load_state(run.state_path, run.stage) if run.resume else None
+    trainer = _build(cfg, run.stage, rt, state, run.stage1, run.init)
+    if state is None:
+        return trainer, 0
+    trainer.load_state_dict(state["state"])
+    set_rng_state(state["rng"])
+    return trainer, int(state["step"])
+
+
+def _train(cfg: TrainConfig, run: RunSettings, rt: Dist) -> Path:
+    _check_out(run)
     if rt.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-    dataset, val_files = _data(cfg, stage, data, split)
-    state = _load_state(state_path, stage) if resume else None
-    trainer = _build(cfg, stage, rt, state, stage1, init)
-    step = 0
-    if state is not None:
-        trainer.load_state_dict(state["state"])
-        step = int(state["step"])
-        set_rng_state(state["rng"])
-        del state
-    start = step
-
+    dataset, val_files = _data(cfg, run.stage, run.data, run.split)
+    trainer, step = _start(cfg, run, rt)
+    s = cfg.stage1 if run.stage == 1 else cfg.stage2
     sampler = ScaleBatchSampler(len(dataset), s.batch_size, cfg.run.seed, (cfg.data.scale_min, cfg.data.scale_max),
                                 rt.rank, rt.world, start=step)
     loader = make_loader(dataset, sampler, cfg.data.num_workers, pin_memory=rt.device.type == "cuda")
     val_items = validation_items(val_files, cfg.data.val_max_images, cfg.data.val_size, cfg.data.val_scale) \
         if rt.is_main and cfg.run.val_every > 0 else []
-    log = RunLog(out, trainer.log_keys, rt.is_main, cfg.run.tensorboard, start if resume else None)
-    if rt.is_main:
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    meta = {"stage": stage, "preset": cfg.preset, "config": cfg.source, "data": data.name,
-            "train": cfg.to_dict(), "world_size": rt.world}
+    rec = Recorder(cfg, run, rt, trainer, step, val_items)
+    try:
+        _loop(cfg, run, rt, trainer, loader, rec)
+    finally:
+        rec.close()
+        del loader
+    return run.model_path
 
-    def save():
-        if rt.is_main:
-            atomic_save({"format": STATE_FORMAT, "version": 1, "stage": stage, "step": step, "data_position": step,
-                         "state": trainer.state_dict(), "rng": rng_state(), "config": cfg.to_dict()}, state_path)
-            trainer.export(model_path, {**meta, "step": step})
 
-    def run_validation():
-        if rt.is_main and val_items:
-            row = validate(trainer, val_items, step, out / "val", cfg.data.val_grid_images, cfg.run.seed)
-            if row:
-                log.log_val({"step": step, **row})
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
 
-    bar = tqdm(total=total, initial=step, disable=not (rt.is_main and cfg.run.progress), dynamic_ncols=True,
-               desc=f"stage {stage}", mininterval=1.0)
-    meter, bad, t0 = Meter(), 0, time.time()
-    t_log, step_log = t0, step
-    images_per_step = s.batch_size * rt.world
+
+def _loop(cfg: TrainConfig, run: RunSettings, rt: Dist, trainer, loader, rec: Recorder) -> None:
+    """The steps from ``rec.step`` to ``run.steps``: log, validate and checkpoint when due, stop on the time
+    limit or after ``max_bad_steps`` skipped steps in a row; a last validation and checkpoint at the end."""
+    step = start = rec.step
     batches = iter(loader)
     try:
-        while step < total:
+        while step < run.steps:
             batch = next(batches)
             gen = torch.Generator(device=rt.device).manual_seed(step_seed(cfg.run.seed, step, rt.rank))
             if step == 0:
                 trainer.prepare(batch, gen)
             logs = trainer.step(batch, step, gen)
             step += 1
-            bar.update(1)
-            skipped = bool(logs.pop("skipped"))
-            bad = bad + 1 if skipped else 0
-            meter.add({**logs, "skipped": torch.tensor(float(skipped))})
-            stop_bad = bad >= cfg.run.max_bad_steps
-            if step % cfg.run.log_every == 0 or step == total or stop_bad:
-                now = time.time()
-                row = {"step": step, "time_s": round(now - t0, 2), "lr": trainer.lr,
-                       "images_per_s": round(images_per_step * (step - step_log) / max(now - t_log, 1e-9), 2),
-                       **meter.means()}
-                t_log, step_log = now, step
-                log.log_train(row)
-                bar.set_postfix(loss=f"{row.get('loss', math.nan):.4g}", img_s=row["images_per_s"])
-            if stop_bad:
+            if rec.train_row(step, logs) >= cfg.run.max_bad_steps:
                 raise E2DiffSRError(
-                    f"stopped at step {step}: {bad} consecutive steps had non-finite losses or gradients; lower the "
-                    f"learning rate or check the data (the last checkpoint, if any, is {state_path})")
-            if cfg.run.val_every > 0 and step % cfg.run.val_every == 0:
-                run_validation()
-            if cfg.run.ckpt_every > 0 and step % cfg.run.ckpt_every == 0:
-                save()
-            if minutes > 0 and rt.any(time.time() - t0 > minutes * 60):
-                tqdm.write(f"time limit of {minutes:g} min reached at step {step}; saving") if rt.is_main else None
+                    f"stopped at step {step}: {rec.bad} consecutive steps had non-finite losses or gradients; lower "
+                    f"the learning rate or check the data (the last checkpoint, if any, is {run.state_path})")
+            if _due(step, cfg.run.val_every):
+                rec.validate(step)
+            if _due(step, cfg.run.ckpt_every):
+                rec.save(step)
+            if run.minutes > 0 and rt.any(rec.seconds() > run.minutes * 60):
+                tqdm.write(f"time limit of {run.minutes:g} min reached at step {step}; saving") if rt.is_main else None
                 break
         if cfg.run.val_every > 0 and step % cfg.run.val_every != 0 and step > start:
-            run_validation()
-        save()
+            rec.validate(step)
+        rec.save(step)
     finally:
-        bar.close()
-        log.close()
-        del batches, loader
-    return model_path
+        del batches

@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..checkpoint import save_model
 from ..metrics import make_lpips
 from ..model import E2DiffSR, Geometry
+from .common import StageBase, adam_for, clip_and_check
 from .config import TrainConfig
 from .losses import NLayerDiscriminator, adaptive_weight, hinge_d_loss, reconstruction_nll
 from .runtime import Dist, autocast
@@ -41,33 +42,19 @@ class _DiscriminatePair(nn.Module):
         return self.disc(real), self.disc(fake)
 
 
-def clip_and_check(params, max_norm: float) -> tuple[bool, torch.Tensor]:
-    """Clip (max_norm > 0) and report whether every gradient is finite (the NaN/inf guard)."""
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-    return bool(torch.isfinite(norm)), norm
-
-
-def adam_for(params, s, rt: Dist, device: torch.device) -> tuple[float, torch.optim.Adam]:
-    """The stage's Adam at base_lr x global batch (as the authors, unless scale_lr is off); fused on CUDA."""
-    lr = s.base_lr * (s.batch_size * rt.world if s.scale_lr else 1)
-    return lr, torch.optim.Adam(params, lr=lr, betas=tuple(s.betas), fused=device.type == "cuda")
-
-
-class Stage1:
+class Stage1(StageBase):
     stage = 1
     log_keys = LOG_KEYS
 
     def __init__(self, cfg: TrainConfig, model: E2DiffSR, rt: Dist):
-        s = self.cfg = cfg.stage1
-        self.run, self.rt, self.device = cfg.run, rt, rt.device
-        self.model = model.to(self.device)
+        super().__init__(cfg, cfg.stage1, model, rt)
+        s = self.cfg
         self.model.cond_stage_model.requires_grad_(False)
         self.model.unet.requires_grad_(False)
         self.ae = self.model.first_stage_model.train()
-        if cfg.run.channels_last and self.device.type == "cuda":
+        if self.channels_last:
             self.ae.to(memory_format=torch.channels_last)
-        self.params = [p for p in self.ae.parameters() if p.requires_grad]
-        self.lr, self.opt = adam_for(self.params, s, rt, self.device)
+        self._optimise(self.ae.parameters())
         self.gen = _Autoencode(self.ae, s.sample_posterior)
         self.disc = NLayerDiscriminator(3, s.disc_channels, s.disc_layers).to(self.device)
         _, self.opt_disc = adam_for(self.disc.parameters(), s, rt, self.device)
@@ -87,12 +74,6 @@ class Stage1:
 
     def prepare(self, batch, generator) -> None:
         """Nothing to set up before the first step of stage 1."""
-
-    def _inputs(self, batch):
-        fmt = torch.channels_last if self.run.channels_last and self.device.type == "cuda" else torch.contiguous_format
-        hr = batch["hr"].to(self.device, non_blocking=True).contiguous(memory_format=fmt)
-        lr = batch["lr"].to(self.device, non_blocking=True).contiguous(memory_format=fmt)
-        return hr, lr
 
     def step(self, batch, step: int, generator: torch.Generator) -> dict:
         s = self.cfg

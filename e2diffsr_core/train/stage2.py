@@ -14,10 +14,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ..checkpoint import safe_load, save_model
 from ..errors import E2DiffSRError
 from ..model import E2DiffSR, Geometry, ModelConfig
+from .common import StageBase, clip_and_check
 from .config import TrainConfig
 from .ema import EMA
 from .runtime import Dist, autocast
-from .stage1 import adam_for, clip_and_check
 
 LOG_KEYS = ("loss", "diffusion", "distill")
 
@@ -109,23 +109,19 @@ class _Objective(nn.Module):
         return total, logs
 
 
-class Stage2:
+class Stage2(StageBase):
     stage = 2
     log_keys = LOG_KEYS
 
     def __init__(self, cfg: TrainConfig, model: E2DiffSR, rt: Dist):
-        s = self.cfg = cfg.stage2
-        self.run, self.rt, self.device = cfg.run, rt, rt.device
-        self.model = model.to(self.device)
+        super().__init__(cfg, cfg.stage2, model, rt)
         self.ae = self.model.first_stage_model.eval().requires_grad_(False)
-        self.model.unet.requires_grad_(s.diffusion_weight > 0)   # no diffusion loss: the UNet stays as it is
-        if cfg.run.channels_last and self.device.type == "cuda":
+        self.model.unet.requires_grad_(self.cfg.diffusion_weight > 0)   # no diffusion loss: the UNet stays as it is
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.params = [p for m in (self.model.unet, self.model.cond_stage_model) for p in m.parameters()
-                       if p.requires_grad]
-        self.lr, self.opt = adam_for(self.params, s, rt, self.device)
-        self.ema = EMA(self.model.unet, s.ema_decay).to(self.device)
-        self.objective = _Objective(self.model, s)
+        self._optimise(p for m in (self.model.unet, self.model.cond_stage_model) for p in m.parameters())
+        self.ema = EMA(self.model.unet, self.cfg.ema_decay).to(self.device)
+        self.objective = _Objective(self.model, self.cfg)
         if rt.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.objective = DDP(self.objective, device_ids=ids)
@@ -146,10 +142,7 @@ class Stage2:
         self.model.scale_factor.fill_(value.item())
 
     def step(self, batch, step: int, generator: torch.Generator) -> dict:
-        hr = batch["hr"].to(self.device, non_blocking=True)
-        lr = batch["lr"].to(self.device, non_blocking=True)
-        if self.run.channels_last and self.device.type == "cuda":
-            hr, lr = hr.contiguous(memory_format=torch.channels_last), lr.contiguous(memory_format=torch.channels_last)
+        hr, lr = self._inputs(batch)
         geo = Geometry.whole((lr.shape[2], lr.shape[3]), (hr.shape[2], hr.shape[3]))
         with torch.no_grad():  # the target latent, from the frozen first stage in full precision
             z0 = self.ae.encode(hr, lr).sample(generator=generator) * self.model.scale_factor
