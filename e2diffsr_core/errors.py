@@ -18,3 +18,9 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int, name: str):
         super().__init__(name)
         self.signum, self.name = signum, name
+
+
+def check_cancel(cancel) -> None:
+    """Raise :class:`Cancelled` when the caller's ``cancel()`` says so (``None``: never)."""
+    if cancel is not None and cancel():
+        raise Cancelled()

@@ -9,19 +9,19 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
 
-from .api import NO_MODEL, default_model_path, open_model, resolve_device
-from .engine import TiledSR
+from .api import open_model, resolve_device
+from .engine import RunIO, TiledSR
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, output_size
 from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
 from .raster_io.georef import resolution_size
-from .rules import MAX_SCALE, check_output_side, check_precision, check_samples, check_scale, check_tile
+from .request import Request
+from .rules import MAX_SCALE, check_output_side, check_scale
 
 
 def _describe_model(model_arg, model) -> str:
@@ -109,87 +109,89 @@ def superresolve_raster(
     Raises E2DiffSRError with a one-line message for every problem a user can fix, and Cancelled when
     ``cancel()`` returns True; in every failure no output (and no temporary file) is left behind.
     """
+    req = Request.check(input, output, scale, resolution=resolution, align_to=align_to, model=model, device=device,
+                        seed=seed, bands=bands, tile=tile, samples=samples, uncertainty=uncertainty,
+                        creation_options=creation_options, cog=cog, overwrite=overwrite, ranges=ranges,
+                        precision=precision, raw=raw, consistency_map=consistency_map, rows=rows)
+    return run_request(req, progress=progress, cancel=cancel, log=log)
+
+
+def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
+    """Carry out a checked request: every output checked before the model is loaded, then the engine."""
     t0 = time.perf_counter()
     log = log or (lambda _msg: None)
-    samples = check_samples(samples, bool(uncertainty))
-    extra = {"uncertainty raster": uncertainty, "consistency map": consistency_map}
-    named = [Path(p).resolve() for p in (output, uncertainty, consistency_map) if p]
-    if len(set(named)) != len(named):
-        raise E2DiffSRError("the output, the uncertainty raster and the consistency map must be different files")
-    if raw and consistency_map:
-        raise E2DiffSRError("a raw output (--raw) has no consistency correction to map; leave out one of "
-                            "--raw and --consistency-map")
-    check_precision(precision)
-    tile = check_tile(tile)
-    if sum(v is not None for v in (scale, resolution, align_to)) != 1:
-        raise E2DiffSRError("give exactly one of a scale (--scale), a target pixel size (--resolution) or a "
-                            "reference grid (--align-to)")
-    if scale is not None:
-        scale = check_scale(scale, MAX_SCALE)
-    if model is None and default_model_path() is None:
-        raise E2DiffSRError(NO_MODEL)
-
-    writers: list[RasterWriter] = []
-    with RasterReader(input, bands=bands, ranges=ranges) as reader:
-        out_w, out_h, scale, alignment = output_grid(reader, scale, resolution, align_to, log)
+    with RasterReader(req.input, bands=req.bands, ranges=req.ranges) as reader:
+        out_w, out_h, scale, alignment = output_grid(reader, req.scale, req.resolution, req.align_to, log)
         if reader.type_note:
             log(f"note: {reader.type_note}")
-        _check_temporary_space(output, out_w, out_h, len(reader.groups()) * samples)
+        _check_temporary_space(req.output, out_w, out_h, len(reader.groups()) * req.samples)
+        writers: dict[str, RasterWriter] = {}
         try:
-            # every check of the outputs (names, overwriting, creation options) before the model is even loaded
-            writers.append(RasterWriter(output, reader, out_w, out_h, creation_options=list(creation_options),
-                                        cog=cog, overwrite=overwrite, alignment=alignment, rows=rows))
-            for label, path in extra.items():
-                if path:
-                    bands_out = len(reader.bands) if label == "uncertainty raster" else 1
-                    writers.append(RasterWriter(path, reader, out_w, out_h, creation_options=list(creation_options),
-                                                cog=cog, overwrite=overwrite, dtype=gdal.GDT_Float32, nodata=-1.0,
-                                                spread=True, label=label, band_count=bands_out,
-                                                alignment=alignment, rows=rows))
-            unc_writer = next((w for w in writers[1:] if w.label == "uncertainty raster"), None)
-            map_writer = next((w for w in writers[1:] if w.label == "consistency map"), None)
-            dev = resolve_device(device)
-            net = open_model(model, dev)
-            grid = alignment.grid if alignment is not None else None
+            writers = _open_writers(req, reader, (out_w, out_h), alignment)
+            dev = resolve_device(req.device)
+            net = open_model(req.model, dev)
             for ratio in {scale, alignment.scales[0] if alignment else out_w / reader.width}:
                 check_scale(ratio, net.cfg.max_scale)
-            spans = np.array([r.span for r in reader.ranges], np.float32)[:, None, None]
-
-            def read(x, y, w, h):
-                data, valid = reader.read(x, y, w, h)
-                return np.clip(data, 0.0, 1.0), valid  # the writer adds back what lies outside [0, 1]
-
-            def write(x, y, mean, _valid, std):
-                # the writer takes validity per band from the input itself (nodata in one band keeps the others)
-                writers[0].write(x, y, mean)
-                if unc_writer is not None and std is not None:
-                    unc_writer.write_raw(x, y, (std * spans).astype(np.float32))
-
-            def write_correction(x, y, size, _valid, _std):
-                # the largest correction over the bands, in the input's units
-                map_writer.write_raw(x, y, (size * spans).max(axis=0, keepdims=True).astype(np.float32))
-
             # the run's temporary latents live in the output's run folder, removed however the run ends
-            engine = TiledSR(net, dev, tile=tile, precision=precision, workdir=writers[0].run_folder,
-                             consistency=not raw)
-            model_desc = _describe_model(model if model is not None else None, net)
-            plan_tile, _ = engine.plan_sizes(scale, len(reader.groups()) * samples)
-            log(f"device: {dev}, model: {model_desc}, tile: {plan_tile} px, "
+            engine = TiledSR(net, dev, tile=req.tile, precision=req.precision,
+                             workdir=writers["output"].run_folder, consistency=not req.raw)
+            plan = engine.plan((reader.height, reader.width), scale, out_size=(out_h, out_w),
+                               grid=alignment.grid if alignment is not None else None, groups=reader.groups(),
+                               channels=len(reader.bands), samples=req.samples, seed=req.seed, out_rows=req.rows)
+            model_desc = _describe_model(req.model, net)
+            log(f"device: {dev}, model: {model_desc}, tile: {plan.tile} px, "
                 f"output {out_w} x {out_h} px, {len(reader.bands)} band(s)")
-            result = engine.run(read, write, (reader.height, reader.width), scale, seed=seed, samples=samples,
-                                groups=reader.groups(), combine=reader.ungroup, channels=len(reader.bands),
-                                progress=progress, cancel=cancel, log=log, out_size=(out_h, out_w),
-                                correction=write_correction if map_writer is not None else None, grid=grid,
-                                out_rows=rows)
-            for w in writers:
+            result = engine.run_plan(plan, _engine_io(reader, writers, progress, cancel, log))
+            for w in writers.values():
                 w.commit()
         except BaseException:
-            for w in writers:
+            for w in writers.values():
                 w.abort()
             raise
     return {
-        "output": str(output), "uncertainty": uncertainty, "consistency_map": consistency_map, "width": out_w,
-        "height": out_h,
-        "device": str(dev), "model": model_desc, "tile": result.tile, "overlap": result.overlap,
-        "tiles": result.tiles, "samples": samples, "seconds": round(time.perf_counter() - t0, 3),
+        "output": req.output, "uncertainty": req.uncertainty, "consistency_map": req.consistency_map,
+        "width": out_w, "height": out_h, "device": str(dev), "model": model_desc, "tile": result.tile,
+        "overlap": result.overlap, "tiles": result.tiles, "samples": req.samples,
+        "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _open_writers(req: Request, reader: RasterReader, size, alignment) -> dict[str, RasterWriter]:
+    """The output and the optional Float32 outputs, each checked (name, overwriting, creation options) now;
+    those already opened are aborted when a later one is refused."""
+    common = dict(creation_options=list(req.creation_options), cog=req.cog, overwrite=req.overwrite,
+                  alignment=alignment, rows=req.rows)
+    writers = {"output": RasterWriter(req.output, reader, *size, **common)}
+    try:
+        for label, path in req.extra_outputs().items():
+            bands_out = len(reader.bands) if label == "uncertainty raster" else 1
+            writers[label] = RasterWriter(path, reader, *size, dtype=gdal.GDT_Float32, nodata=-1.0, spread=True,
+                                          label=label, band_count=bands_out, **common)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    return writers
+
+
+def _engine_io(reader: RasterReader, writers: dict[str, RasterWriter], progress, cancel, log) -> RunIO:
+    """The engine's callbacks: windows of the input in, output windows to each writer."""
+    spans = np.array([r.span for r in reader.ranges], np.float32)[:, None, None]
+    unc_writer, map_writer = writers.get("uncertainty raster"), writers.get("consistency map")
+
+    def read(x, y, w, h):
+        data, valid = reader.read(x, y, w, h)
+        return np.clip(data, 0.0, 1.0), valid  # the writer adds back what lies outside [0, 1]
+
+    def write(x, y, mean, _valid, std):
+        # the writer takes validity per band from the input itself (nodata in one band keeps the others)
+        writers["output"].write(x, y, mean)
+        if unc_writer is not None and std is not None:
+            unc_writer.write_raw(x, y, (std * spans).astype(np.float32))
+
+    def write_correction(x, y, size, _valid, _std):
+        # the largest correction over the bands, in the input's units
+        map_writer.write_raw(x, y, (size * spans).max(axis=0, keepdims=True).astype(np.float32))
+
+    return RunIO(read, write, reader.ungroup, write_correction if map_writer is not None else None, progress,
+                 cancel, log)

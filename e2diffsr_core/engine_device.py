@@ -1,0 +1,135 @@
+"""Where and how precisely a run computes: autocast precision, CPU threads, tile size from free memory.
+
+The engine (engine.py) asks these once per run; nothing here depends on the raster being processed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import torch
+
+from .model import E2DiffSR
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool = False) -> torch.dtype | None:
+    """The autocast dtype of a run, or None for fp32.
+
+    auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 when ``cpu_bf16`` (the CPU computes
+    bf16 natively and a short measurement found it faster and agreeing, see :func:`cpu_bf16_pays`), else fp32.
+    fp32 and bf16 force a choice on either device; fp16 is for CUDA (a CPU runs it as fp32).
+    """
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        if precision == "bf16" or (precision == "auto" and cpu_bf16):
+            return torch.bfloat16
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_bf16_pays(model: E2DiffSR) -> bool:
+    """Whether bf16 autocast is worth it on this CPU for this model: native bf16 (AVX512-BF16 / AMX), and
+    the model's own heaviest layer types (3 x 3 convs of the SR branch and CSUM, the CSUM's 1 x 1 fusion) at
+    least 20% faster in bf16 while agreeing with fp32. Measured once per model object (about a second)."""
+    cached = getattr(model, "_cpu_bf16_pays", None)
+    if cached is not None:
+        return cached
+    verdict = False
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        verdict = _measure_bf16(model)
+    model._cpu_bf16_pays = verdict
+    return verdict
+
+
+@torch.no_grad()
+def _measure_bf16(model: E2DiffSR) -> bool:
+    import time
+
+    dec = model.first_stage_model.decoder
+    csum = dec.upsampler
+    layers = [csum.UPNet_x2_list[0][0], csum.fuse] + ([dec.FRUList[0].IMDB[0].c1] if dec.FRUList else [])
+    gen = torch.Generator().manual_seed(0)
+    times = {None: math.inf, torch.bfloat16: math.inf}
+    outs = {}
+    for rnd in range(3):  # alternating, best of each: robust to other processes sharing the cores
+        # a new size every round: a run meets many shapes, and bf16 kernels can cost more to set up
+        inputs = [torch.randn(1, _in_channels(layer), 32 + 8 * rnd, 48, generator=gen).contiguous(
+            memory_format=torch.channels_last) for layer in layers]
+        for dtype in times:
+            ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+            t = time.perf_counter()
+            with ctx:
+                outs[dtype] = [layer(x).float() for layer, x in zip(layers, inputs)]
+            if rnd:  # the first round loads the libraries
+                times[dtype] = min(times[dtype], time.perf_counter() - t)
+    agree = all(float((b - a).norm() / a.norm().clamp_min(1e-12)) < 0.02
+                for a, b in zip(outs[None], outs[torch.bfloat16]))
+    model._bf16_measurement = (times[None], times[torch.bfloat16], agree)
+    return agree and times[torch.bfloat16] < 0.8 * times[None]
+
+
+def _in_channels(layer: torch.nn.Module) -> int:
+    return layer[0].in_channels if isinstance(layer, torch.nn.Sequential) else layer.in_channels
+
+
+def set_cpu_threads() -> None:
+    """No more threads than cores the process may run on (PyTorch may count the machine's, not the process's).
+    Never more than the caller chose: float sums depend on the thread count, and a caller that set it (e.g.
+    the ranks of superresolve-batch, to match single-process results) keeps it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if torch.get_num_threads() > cores:
+        torch.set_num_threads(cores)
+
+
+def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
+    """Rough peak activation memory per output pixel of one tile (fp32), dominated by the CSUM."""
+    cfg = model.cfg
+    csum = (4 * cfg.dec_ch + 3 * cfg.csum_hidden) * 4.0
+    x8_level = cfg.dec_ch * 4 * 4.0 * (8.0 / scale) ** 2 * 2  # the x8 level and its pre-shuffle conv
+    cond = cfg.cond_ch * max(cfg.cond_ch_mult[:1]) * 4.0 * 3
+    return 1.5 * (csum + x8_level + cond)
+
+
+def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 1,
+              ram_budget: float | None = None) -> int:
+    """Largest tile (output px, multiple of 64) whose estimated working set fits the device's free memory."""
+    if device.type == "cuda":
+        budget = _cuda_budget(device)
+    else:
+        budget = ram_budget if ram_budget is not None else _cpu_budget()
+    px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
+    side = int(math.sqrt(max(px, 1.0))) // 64 * 64
+    return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
+
+
+CUDA_BUDGET = 6 * 2**30  # working set aimed at on a GPU, so that a run stays under ~8 GiB whatever the raster
+
+
+def _cuda_budget(device: torch.device) -> float:
+    free, _total = torch.cuda.mem_get_info(device)
+    return min(0.5 * free, CUDA_BUDGET)
+
+
+def _cpu_budget() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        avail = info.get("MemAvailable", 4 << 30)
+    except OSError:
+        avail = 4 << 30
+    return min(0.25 * avail, 2.0 * (1 << 30))
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

@@ -1,0 +1,106 @@
+"""What one engine run does, decided and checked once: the frozen :class:`RunPlan`, and the run's callbacks.
+
+Everything after :meth:`TiledSR.plan` (engine.py) reads its sizes, bands, samples, tiles and windows from the
+plan rather than from loose arguments, so a rule (the output size, the minimum side, the sample limit) is
+applied in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import rules
+from .engine_decode import row_spans
+from .errors import E2DiffSRError
+from .gridmap import GridMap
+
+#: read(x, y, w, h) -> (data [C, h, w] float32 in [0, 1], valid [h, w] bool): the LR image.
+Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+#: write(x, y, values [C, h, w], valid [h, w], std [C, h, w] | None): output pixels, each written once.
+Writer = Callable[[int, int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run: where output pixels lie (``grid``), the bands, the samples, the seed and the tiling."""
+
+    grid: GridMap
+    groups: tuple[tuple[int, int, int], ...]  # the channel triples the model runs on, e.g. ((0, 1, 2),)
+    channels: int                               # bands handed to the writer
+    samples: int
+    seed: int
+    tile: int                                   # output tile side (pixels, a multiple of 8)
+    window: int                                 # UNet window side (output pixels)
+    out_rows: tuple[int, int] | None = None     # decode only these output rows (one rank's part)
+
+    @classmethod
+    def build(cls, lr_size, scale: float, *, tile: int, window: int, out_size=None, grid: GridMap | None = None,
+              groups=None, channels: int = 3, samples: int = 1, seed: int = 0, out_rows=None) -> RunPlan:
+        """The checked plan; ``out_size`` (h, w) defaults to the scale's (rules.output_size)."""
+        h, w = (int(v) for v in lr_size)
+        out_size = tuple(out_size) if out_size is not None else rules.output_size(h, w, scale)
+        rules.check_output_side(out_size[1], out_size[0])
+        grid = GridMap.of(grid, (h, w), out_size)
+        if (grid.lr_size, grid.out_size) != ((h, w), tuple(out_size)):
+            raise E2DiffSRError(f"the grid is for {grid.lr_size} -> {grid.out_size} px, the run {(h, w)} -> "
+                                f"{tuple(out_size)}")
+        groups = tuple(tuple(int(c) for c in g) for g in (groups or [[0, 1, 2]]))
+        if samples < 1 or int(samples) != samples:
+            raise E2DiffSRError(f"samples must be a whole number of at least 1, got {samples}")
+        return cls(grid, groups, int(channels), int(samples), int(seed), int(tile), int(window),
+                   None if out_rows is None else (int(out_rows[0]), int(out_rows[1])))
+
+    def smaller(self) -> RunPlan:
+        """The same run with tiles and windows halved (after running out of memory)."""
+        return replace(self, tile=max(64, self.tile // 2 // 8 * 8), window=max(256, self.window // 2))
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return self.grid.lr_size
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        return self.grid.out_size
+
+    @property
+    def batch(self) -> int:
+        """Images the model runs side by side: every sample of every band group."""
+        return self.samples * len(self.groups)
+
+    @property
+    def row_starts(self) -> list[int]:
+        return list(range(0, self.out_size[0], self.tile))
+
+    @property
+    def col_starts(self) -> list[int]:
+        return list(range(0, self.out_size[1], self.tile))
+
+    def tiles(self) -> list[tuple[int, int, int, int]]:
+        """Output tiles (y0, y1, x0, x1) in row order, cut to ``out_rows`` when given."""
+        W = self.out_size[1]
+        cols = [(x, min(W, x + self.tile)) for x in self.col_starts]
+        return [(y0, y1, x0, x1) for y0, y1 in row_spans(self.out_size[0], self.tile, self.out_rows)
+                for x0, x1 in cols]
+
+
+@dataclass(frozen=True)
+class RunIO:
+    """Where a run reads and writes, and how it reports: the callbacks of :meth:`TiledSR.run_plan`."""
+
+    read: Reader
+    write: Writer
+    combine: Callable[[list[np.ndarray]], np.ndarray] | None = None  # outputs per group -> [C, h, w]
+    correction: Writer | None = None  # the size of the consistency correction of the pixels written
+    progress: Callable[[float], None] | None = None
+    cancel: Callable[[], bool] | None = None
+    log: Callable[[str], None] | None = None
+
+    def ungroup(self, outs: list[np.ndarray]) -> np.ndarray:
+        """The inverse of the grouping (the first group's output when no ``combine`` was given)."""
+        return outs[0] if self.combine is None else self.combine(outs)
+
+
+__all__ = ["Reader", "RunIO", "RunPlan", "Writer"]

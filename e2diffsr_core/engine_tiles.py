@@ -1,0 +1,74 @@
+"""The last phase of the engine: the decoder's CSUM and bicubic skip on output tiles, each final at once.
+
+Tiles are exact (engine_decode.py), so they need no overlap and no blending. With the consistency correction
+on, a tile is computed with the halo its back-projection needs (consistency.py) and cropped afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .consistency import Placement, back_project, halo
+from .engine_decode import csum_tile, level_weights, skip_window, valid_out
+from .engine_plan import RunIO, RunPlan
+from .errors import check_cancel
+
+
+class TileDecoder:
+    """Decodes the tiles of ``plan`` from the LR-grid features ``feats`` and hands them to ``io``."""
+
+    def __init__(self, st, model, feats, plan: RunPlan, io: RunIO, *, passes: int, device: torch.device):
+        self.st, self.feats, self.plan, self.io = st, feats, plan, io
+        self.csum = model.first_stage_model.decoder.upsampler
+        self.passes, self.device = passes, device
+        grid = plan.grid
+        self.level_w = level_weights(self.csum, grid, feats.shape[0], device)
+        self.margin = halo(grid.lr_size, grid.out_size, passes, grid) if passes else 0
+
+    def run(self, tick=None) -> None:
+        for tile in self.plan.tiles():
+            check_cancel(self.io.cancel)
+            self.decode(tile)
+            if tick is not None:
+                tick()
+
+    def decode(self, tile: tuple[int, int, int, int]) -> None:
+        """One output tile (y0, y1, x0, x1): compute it with its halo, correct it, crop it, write it."""
+        plan, (H, W), m = self.plan, self.plan.out_size, self.margin
+        y0, y1, x0, x1 = tile
+        ext = (max(0, y0 - m), min(H, y1 + m), max(0, x0 - m), min(W, x1 + m))
+        lx, ly, lw, lh = skip_window(ext, plan.grid)
+        data, valid = self.io.read(lx, ly, lw, lh)
+        lr01 = np.ascontiguousarray(data[np.array(plan.groups)], np.float32)  # [G, 3, lh, lw]
+        lr = (torch.from_numpy(lr01).to(self.device) - 0.5) / 0.5
+        out = csum_tile(self.st, self.csum, self.feats, lr.repeat(plan.samples, 1, 1, 1), (ly, lx), ext,
+                        plan.grid, self.level_w)
+        out = (out.clamp(-1, 1) * 0.5 + 0.5).float().cpu().numpy()  # [S*G, 3, eh, ew]
+        delta = None
+        if self.passes:
+            where = Placement(plan.grid.lr_size, plan.grid.out_size, (ly, lx), (ext[0], ext[2]), plan.grid)
+            out, delta = back_project(out, np.tile(lr01, (plan.samples, 1, 1, 1)), valid, self.passes, where,
+                                      self.device)
+        keep = (slice(None), slice(None), slice(y0 - ext[0], y1 - ext[0]), slice(x0 - ext[2], x1 - ext[2]))
+        ok = valid_out(valid, plan.grid, (ly, lx), (y0, x0), (y1 - y0, x1 - x0))
+        self._emit(x0, y0, out[keep], ok, None if delta is None else delta[keep])
+
+    def _per_sample(self, out: np.ndarray) -> np.ndarray:
+        """[S*G, 3, h, w] -> [S, C, h, w]: each sample's band groups put back together."""
+        G = len(self.plan.groups)
+        return np.stack([self.io.ungroup([out[k * G + g] for g in range(G)]) for k in range(self.plan.samples)])
+
+    def _emit(self, x0: int, y0: int, out: np.ndarray, ok: np.ndarray, delta: np.ndarray | None) -> None:
+        """Hand a tile to the writer: the mean over samples, their spread, and the correction's size."""
+        stack = self._per_sample(out)
+        mean = stack.mean(0)
+        std = np.sqrt(np.maximum((stack * stack).mean(0) - mean * mean, 0.0)) if self.plan.samples > 1 else None
+        channels = self.plan.channels
+        self.io.write(x0, y0, mean[:channels], ok, std)
+        if self.io.correction is not None:
+            d = np.abs(delta) if delta is not None else np.zeros_like(out)
+            self.io.correction(x0, y0, self._per_sample(d).mean(0)[:channels], ok, None)
+
+
+__all__ = ["TileDecoder"]
