@@ -16,7 +16,7 @@ from osgeo import gdal
 from .api import open_model, resolve_device
 from .engine import RunIO, TiledSR
 from .errors import E2DiffSRError
-from .raster_io import RasterReader, RasterWriter, output_size
+from .raster_io import RasterReader, RasterWriter, size_for_gdal
 from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
 from .raster_io.georef import resolution_size
@@ -82,7 +82,7 @@ def output_grid(reader, scale, resolution, align, log) -> tuple[int, int, float,
     elif resolution is not None:
         out = (*_resolution_grid(reader, resolution, log), None)
     else:
-        out = (*output_size(reader.width, reader.height, scale), scale, None)
+        out = (*size_for_gdal(reader.width, reader.height, scale), scale, None)
     check_output_side(out[0], out[1])
     return out
 

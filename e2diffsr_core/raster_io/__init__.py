@@ -17,12 +17,12 @@ described in docs/rasters.md.
 """
 
 from .bands import make_groups, ungroup
-from .georef import output_size, scaled_geotransform
+from .georef import scaled_geotransform, size_for_gdal
 from .reader import STATS_MAX_PIXELS, RasterReader
 from .values import STATS_PERCENTILES, SUPPORTED_TYPES, BandRange
 from .writer import RasterWriter
 
 __all__ = [
     "BandRange", "RasterReader", "RasterWriter", "STATS_MAX_PIXELS", "STATS_PERCENTILES", "SUPPORTED_TYPES",
-    "make_groups", "output_size", "scaled_geotransform", "ungroup",
+    "make_groups", "scaled_geotransform", "size_for_gdal", "ungroup",
 ]

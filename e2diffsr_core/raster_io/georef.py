@@ -16,8 +16,9 @@ from e2diffsr_core.gridmap import AxisMap
 MAX_SIDE = 2**31 - 1
 
 
-def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """Output size for ``scale``: ``(int(width * scale), int(height * scale))``, truncated as the model does."""
+def size_for_gdal(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of the output at ``scale`` (rules.output_size, the one rule), checked against what GDAL
+    can create."""
     if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
         raise E2DiffSRError(f"scale must be a positive number, got {scale!r}; pass e.g. --scale 2")
     out_h, out_w = rules.output_size(height, width, scale)
