@@ -23,7 +23,7 @@ import torch
 from .consistency import PASSES
 from .engine_canvas import Canvas, Store
 from .engine_decode import bicubic_rows, run_lr_features
-from .engine_device import _cpu_budget, _cuda_budget, auto_tile, autocast_dtype, cpu_bf16_pays, is_oom, set_cpu_threads
+from .engine_device import _cpu_budget, _cuda_budget, auto_tile, autocast_dtype, is_oom, set_cpu_threads
 from .engine_latent import DIFFUSION_WINDOW, LATENT, LatentCanvas, NoiseField, Span, diffuse, diffusion_units, plan_axis
 from .engine_plan import Reader, RunIO, RunPlan, Writer
 from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
@@ -71,8 +71,7 @@ class TiledSR:
         model.to(memory_format=torch.channels_last)  # the fast layout for convolutions, CPU and GPU alike
         if device.type == "cpu":
             set_cpu_threads()
-        self.amp = autocast_dtype(device, precision, device.type == "cpu" and precision == "auto"
-                                  and cpu_bf16_pays(model))
+        self.amp = autocast_dtype(device, precision)
         self.ram_budget = ram_budget
 
     def plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
@@ -279,5 +278,5 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
 
 # The engine's public names, wherever they live.
 __all__ = ["DIFFUSION_WINDOW", "LATENT", "EngineResult", "LatentCanvas", "NoiseField", "Reader", "RunIO", "RunPlan",
-           "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "cpu_bf16_pays", "plan_axis",
+           "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
            "superresolve_array", "tile_starts"]

@@ -5,7 +5,6 @@ The engine (engine.py) asks these once per run; nothing here depends on the rast
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 
@@ -14,69 +13,25 @@ import torch
 from .model import E2DiffSR
 
 
-def autocast_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool = False) -> torch.dtype | None:
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype of a run, or None for fp32.
 
-    auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 when ``cpu_bf16`` (the CPU computes
-    bf16 natively and a short measurement found it faster and agreeing, see :func:`cpu_bf16_pays`), else fp32.
-    fp32 and bf16 force a choice on either device; fp16 is for CUDA (a CPU runs it as fp32).
+    auto: bf16 on CUDA (fp16 where bf16 is missing); fp32 on a CPU. bf16 autocast on CPUs with native bf16
+    (AVX512-BF16, AMX) speeds up the convolutions themselves 2-3x, but the engine keeps its whole-image maps
+    in fp32, and the conversions around every conv made whole runs slower than fp32 (measured, see
+    benchmarks/RESULTS_engine.md); a choice made by timing at start-up also made two runs of the same seed
+    differ when the machine was busy. fp32 and bf16 force a choice on either device; fp16 is for CUDA (a CPU
+    runs it as fp32).
     """
     if precision == "fp32":
         return None
     if device.type != "cuda":
-        if precision == "bf16" or (precision == "auto" and cpu_bf16):
-            return torch.bfloat16
-        return None
+        return torch.bfloat16 if precision == "bf16" else None
     if precision == "fp16":
         return torch.float16
     if precision == "bf16":
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def cpu_bf16_pays(model: E2DiffSR) -> bool:
-    """Whether bf16 autocast is worth it on this CPU for this model: native bf16 (AVX512-BF16 / AMX), and
-    the model's own heaviest layer types (3 x 3 convs of the SR branch and CSUM, the CSUM's 1 x 1 fusion) at
-    least 20% faster in bf16 while agreeing with fp32. Measured once per model object (about a second)."""
-    cached = getattr(model, "_cpu_bf16_pays", None)
-    if cached is not None:
-        return cached
-    verdict = False
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        verdict = _measure_bf16(model)
-    model._cpu_bf16_pays = verdict
-    return verdict
-
-
-@torch.no_grad()
-def _measure_bf16(model: E2DiffSR) -> bool:
-    import time
-
-    dec = model.first_stage_model.decoder
-    csum = dec.upsampler
-    layers = [csum.UPNet_x2_list[0][0], csum.fuse] + ([dec.FRUList[0].IMDB[0].c1] if dec.FRUList else [])
-    gen = torch.Generator().manual_seed(0)
-    times = {None: math.inf, torch.bfloat16: math.inf}
-    outs = {}
-    for rnd in range(3):  # alternating, best of each: robust to other processes sharing the cores
-        # a new size every round: a run meets many shapes, and bf16 kernels can cost more to set up
-        inputs = [torch.randn(1, _in_channels(layer), 32 + 8 * rnd, 48, generator=gen).contiguous(
-            memory_format=torch.channels_last) for layer in layers]
-        for dtype in times:
-            ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
-            t = time.perf_counter()
-            with ctx:
-                outs[dtype] = [layer(x).float() for layer, x in zip(layers, inputs)]
-            if rnd:  # the first round loads the libraries
-                times[dtype] = min(times[dtype], time.perf_counter() - t)
-    agree = all(float((b - a).norm() / a.norm().clamp_min(1e-12)) < 0.02
-                for a, b in zip(outs[None], outs[torch.bfloat16]))
-    model._bf16_measurement = (times[None], times[torch.bfloat16], agree)
-    return agree and times[torch.bfloat16] < 0.8 * times[None]
-
-
-def _in_channels(layer: torch.nn.Module) -> int:
-    return layer[0].in_channels if isinstance(layer, torch.nn.Sequential) else layer.in_channels
 
 
 def set_cpu_threads() -> None:
