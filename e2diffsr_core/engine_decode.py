@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .engine_canvas import Canvas
 from .engine_stream import Streamer, run_fru
@@ -90,8 +91,7 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     resized = []
     for k in range(csum.levels):
         if k == csum.levels - 1 and _scales_by(grid, 2 ** (k - 1)):
-            resized.append(_averaged_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)) *
-                           level_w[:, k, None, None, None])
+            resized.append(_averaged_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)))
             break
         if k:
             (py0, _), (px0, _) = regions[k - 1]
@@ -107,10 +107,26 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
         else:
             (ry0, ry1), (rx0, rx1) = regions[k]
             fitted = tile_geo(grid, (ry0, rx0), (ry1 - ry0, rx1 - rx0), tile).level_to_out(level, 2 ** k)
-        resized.append(fitted * level_w[:, k, None, None, None])
-    out = st.conv(csum.fuse, torch.cat(resized, dim=1))
+        resized.append(fitted)
+    out = _fuse(st, csum.fuse, resized, level_w)
     skip_geo = tile_geo(grid, lr_origin, lr_crop.shape[2:], tile)
     return out + skip_geo.lr_to_out(lr_crop, "bicubic")
+
+
+def _fuse(st: Streamer, fuse: torch.nn.Sequential, levels: list[torch.Tensor], level_w: torch.Tensor) -> torch.Tensor:
+    """fuse(cat(w_k * level_k)) without building the concatenation or the weighted copies: the first 1 x 1
+    conv split by level, each slice of its weights scaled by that level's weight (one scale per run, so the
+    same for every batch element; otherwise the plain formula)."""
+    if not torch.equal(level_w, level_w[:1].expand_as(level_w)):
+        return st.conv(fuse, torch.cat([lv * level_w[:, k, None, None, None] for k, lv in enumerate(levels)], 1))
+    first, c = fuse[0], levels[0].shape[1]
+    with st.autocast():
+        acc = None
+        for k, lv in enumerate(levels):
+            weight = first.weight[:, k * c:(k + 1) * c] * level_w[0, k].to(first.weight.dtype)
+            y = F.conv2d(lv.contiguous(memory_format=torch.channels_last), weight, first.bias if k == 0 else None)
+            acc = y if acc is None else acc.add_(y)
+        return fuse[1:](acc).float()
 
 
 def _scales_by(grid: GridMap, factor: int) -> bool:
