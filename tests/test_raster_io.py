@@ -37,16 +37,16 @@ def round_trip(src, dst, **writer_kw):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_output_size_truncates_like_the_model():
-    assert rio.output_size(24, 20, 3.4) == (81, 68)
-    assert rio.output_size(400, 400, 2) == (800, 800)
-    assert rio.output_size(10, 7, 1.5) == (15, 10)
+def test_size_for_gdal_truncates_like_the_model():
+    assert rio.size_for_gdal(24, 20, 3.4) == (81, 68)
+    assert rio.size_for_gdal(400, 400, 2) == (800, 800)
+    assert rio.size_for_gdal(10, 7, 1.5) == (15, 10)
 
 
 @pytest.mark.parametrize("scale", [0, -2, float("nan"), 0.01])
-def test_output_size_rejects_empty_outputs(scale):
+def test_size_for_gdal_rejects_empty_outputs(scale):
     with pytest.raises(E2DiffSRError):
-        rio.output_size(24, 20, scale)
+        rio.size_for_gdal(24, 20, scale)
 
 
 def test_scaled_geotransform_keeps_origin_and_footprint_including_rotation():
@@ -153,7 +153,7 @@ def test_crs_descriptions_colour_and_metadata_kept(tmp_path):
         band_metadata=[{"WAVELENGTH": str(w), "STATISTICS_MEAN": "1"} for w in (665, 560, 490, 842)],
     )
     with rio.RasterReader(src) as reader:
-        ow, oh = rio.output_size(reader.width, reader.height, 2.5)
+        ow, oh = rio.size_for_gdal(reader.width, reader.height, 2.5)
         w = rio.RasterWriter(str(tmp_path / "out.tif"), reader, ow, oh)
         assert reader.groups() == [[0, 1, 2], [3, 3, 3]]
         data, valid = reader.read(0, 0, 10, 12)
