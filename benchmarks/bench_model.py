@@ -16,7 +16,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, timed  # noqa: E402
 
-from e2diffsr_core.api import build_model, resolve_device, super_resolve  # noqa: E402
+from e2diffsr_core.api import build_model, resolve_device, superresolve_tensor  # noqa: E402
 
 
 def main() -> None:
@@ -33,8 +33,8 @@ def main() -> None:
               "bicubic_s": bicubic["median_s"], "models": {}}
     for name in args.presets.split(","):
         model = build_model(name).to(dev)
-        super_resolve(model, lr, 4.0, seed=0)  # warm-up
-        t = timed(lambda m=model: super_resolve(m, lr, 4.0, seed=0), args.repeats, sync)
+        superresolve_tensor(model, lr, 4.0, seed=0)  # warm-up
+        t = timed(lambda m=model: superresolve_tensor(m, lr, 4.0, seed=0), args.repeats, sync)
         t["ratio_to_bicubic"] = round(t["median_s"] / bicubic["median_s"], 1)
         report["models"][name] = t
     print(json.dumps(report, indent=2))

@@ -13,7 +13,7 @@ from .model.geometry import min_side_padding
 from .rules import check_scale, output_size
 
 __all__ = ["build_model", "check_scale", "default_model_path", "open_model", "output_size", "resolve_device",
-           "super_resolve"]
+           "superresolve_tensor"]
 BUNDLED_MODEL = Path(__file__).resolve().parent / "weights" / "e2diffsr_lite.pt"
 NO_MODEL = "no model file given and no bundled model is installed; give one (--model FILE, or Model file in QGIS)"
 
@@ -63,7 +63,7 @@ def open_model(model: str | Path | E2DiffSR | None, device: str | torch.device =
 
 
 @torch.no_grad()
-def super_resolve(model: E2DiffSR, lr: torch.Tensor, scale: float, seed: int | None = 0,
+def superresolve_tensor(model: E2DiffSR, lr: torch.Tensor, scale: float, seed: int | None = 0,
                   noises: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Super-resolve a batch ``lr`` [B, 3, h, w] in [0, 1] to [B, 3, int(h*s), int(w*s)] in [0, 1].
 

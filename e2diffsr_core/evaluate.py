@@ -62,7 +62,7 @@ def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES) -> to
     return torch.from_numpy(fixed)[None] * 2 - 1
 
 
-def super_resolve_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
+def evaluator_output(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
                      passes: int = 0) -> np.ndarray:
     """uint8 output at the HR size; ``passes`` > 0 makes it consistent with the input first."""
     out = sample_to(model, lr_u8, hr_size, seed, device)

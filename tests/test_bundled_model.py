@@ -11,7 +11,7 @@ from e2diffsr_core.__main__ import main
 from e2diffsr_core.api import default_model_path, open_model
 from e2diffsr_core.engine import superresolve_array
 from e2diffsr_core.eval_protocol import make_lr
-from e2diffsr_core.evaluate import super_resolve_to
+from e2diffsr_core.evaluate import evaluator_output
 from e2diffsr_core.metrics import hf_ratio, psnr
 from e2diffsr_core.model import preset
 
@@ -48,12 +48,12 @@ def test_beats_bicubic_at_x2_and_is_sharper_at_x4(model, sample_rgb):
     """The bundled sample (OSBS_029) is a validation picture the model never saw."""
     hr = sample_rgb
     lr2 = make_lr(hr, 2.0)
-    sr2 = super_resolve_to(model, lr2, hr.shape[:2], 0, "cpu")
+    sr2 = evaluator_output(model, lr2, hr.shape[:2], 0, "cpu")
     bic2 = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(lr2).resize(
         (hr.shape[1], hr.shape[0]), 3))
     assert psnr(sr2, hr, 2) > psnr(bic2, hr, 2)
     lr4 = make_lr(hr, 4.0)
-    sr4 = super_resolve_to(model, lr4, hr.shape[:2], 0, "cpu")
+    sr4 = evaluator_output(model, lr4, hr.shape[:2], 0, "cpu")
     bic4 = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(lr4).resize(
         (hr.shape[1], hr.shape[0]), 3))
     assert hf_ratio(sr4, hr, 4) > 3 * hf_ratio(bic4, hr, 4)

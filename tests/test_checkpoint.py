@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e2diffsr_core.__main__ import main
-from e2diffsr_core.api import build_model, super_resolve
+from e2diffsr_core.api import build_model, superresolve_tensor
 from e2diffsr_core.checkpoint import load_model, save_model
 from e2diffsr_core.errors import E2DiffSRError
 
@@ -18,7 +18,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     again = load_model(tmp_path / "m.pt")
     assert again.cfg == model.cfg
     lr = torch.rand(1, 3, 16, 16)
-    assert torch.equal(super_resolve(model, lr, 2, seed=1), super_resolve(again, lr, 2, seed=1))
+    assert torch.equal(superresolve_tensor(model, lr, 2, seed=1), superresolve_tensor(again, lr, 2, seed=1))
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from e2diffsr_core.checkpoint import save_model
-from e2diffsr_core.evaluate import main, super_resolve_to
+from e2diffsr_core.evaluate import evaluator_output, main
 from e2diffsr_core.metrics import FIDMetric, LPIPSMetric, frechet_distance, hf_ratio, psnr, ssim
 from e2diffsr_core.model import E2DiffSR, preset
 
@@ -101,7 +101,7 @@ def test_output_has_the_hr_size_at_non_integer_scales(models):
     model = load_model(models[0])
     hr = np.asarray(Image.open(DATA / CROPS[0]).convert("RGB"))[:250, :246]
     lr = np.asarray(Image.fromarray(hr).resize((int(246 / 3.4), int(250 / 3.4)), Image.BICUBIC))
-    sr = super_resolve_to(model, lr, (250, 246), seed=0, device="cpu")
+    sr = evaluator_output(model, lr, (250, 246), seed=0, device="cpu")
     assert sr.shape == (250, 246, 3) and sr.dtype == np.uint8     # not int(73 * 3.4) = 248
 
 

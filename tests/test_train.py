@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from e2diffsr_core.api import super_resolve
+from e2diffsr_core.api import superresolve_tensor
 from e2diffsr_core.checkpoint import load_model, save_model
 from e2diffsr_core.eval_protocol import find_images, select_split
 from e2diffsr_core.model import E2DiffSR
@@ -152,7 +152,7 @@ def test_stage2_loss_falls_and_the_engine_runs_the_result(tmp_path, stage1_run):
     raw = torch.load(out / "state.pt", weights_only=True)["state"]["model"]
     assert not torch.equal(raw["unet.out.2.weight"], model.unet.out[2].weight)
     lr = torch.rand(1, 3, 20, 24)
-    assert super_resolve(model, lr, 2.5).shape == (1, 3, 50, 60)
+    assert superresolve_tensor(model, lr, 2.5).shape == (1, 3, 50, 60)
 
 
 @pytest.mark.parametrize("stage", [1, 2])

@@ -41,7 +41,7 @@ def steps(run: Path) -> int:
 def score(model: Path, data: Path, scale: float = 4.0, crop: int = 128) -> tuple[float, float]:
     from e2diffsr_core.api import open_model
     from e2diffsr_core.eval_protocol import bicubic_pil, make_lr, read_rgb
-    from e2diffsr_core.evaluate import super_resolve_to
+    from e2diffsr_core.evaluate import evaluator_output
     from e2diffsr_core.metrics import psnr
 
     net = open_model(str(model), "cpu")
@@ -53,7 +53,7 @@ def score(model: Path, data: Path, scale: float = 4.0, crop: int = 128) -> tuple
         hr = np.ascontiguousarray(hr[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side])
         lr = make_lr(hr, scale)
         b = math.ceil(scale)
-        ours.append(psnr(super_resolve_to(net, lr, (side, side), i, "cpu"), hr, b))
+        ours.append(psnr(evaluator_output(net, lr, (side, side), i, "cpu"), hr, b))
         bic.append(psnr(bicubic_pil(lr, (side, side)), hr, b))
     return float(np.mean(ours)), float(np.mean(bic))
 

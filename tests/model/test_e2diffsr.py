@@ -2,16 +2,16 @@
 
 import torch
 
-from e2diffsr_core.api import build_model, super_resolve
+from e2diffsr_core.api import build_model, superresolve_tensor
 from e2diffsr_core.model import E2DiffSR, preset
 
 
 def test_same_seed_same_result_other_seed_other_result():
     model = build_model("tiny")
     lr = torch.rand(1, 3, 20, 24)
-    a = super_resolve(model, lr, 2.5, seed=7)
-    b = super_resolve(model, lr, 2.5, seed=7)
-    c = super_resolve(model, lr, 2.5, seed=8)
+    a = superresolve_tensor(model, lr, 2.5, seed=7)
+    b = superresolve_tensor(model, lr, 2.5, seed=7)
+    c = superresolve_tensor(model, lr, 2.5, seed=8)
     assert torch.equal(a, b)
     assert (a - c).abs().max() > 1e-4
 
@@ -21,8 +21,8 @@ def test_explicit_noises_replace_the_seed():
     lr = torch.rand(1, 3, 20, 24)
     gen = torch.Generator().manual_seed(3)
     noises = [torch.randn(1, 4, 6, 7, generator=gen) for _ in range(4)]
-    a = super_resolve(model, lr, 2.5, noises=noises)
-    b = super_resolve(model, lr, 2.5, seed=3)
+    a = superresolve_tensor(model, lr, 2.5, noises=noises)
+    b = superresolve_tensor(model, lr, 2.5, seed=3)
     assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -31,5 +31,5 @@ def test_ablation_variants_build_and_run():
                dict(variance="beta"), dict(unet_scale_input="float")]:
         model = E2DiffSR(preset("tiny").replace(**kw)).eval()
         with torch.no_grad():
-            out = super_resolve(model, torch.rand(1, 3, 16, 16), 3.0)
+            out = superresolve_tensor(model, torch.rand(1, 3, 16, 16), 3.0)
         assert out.shape == (1, 3, 48, 48)
