@@ -113,20 +113,29 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     return out + skip_geo.lr_to_out(lr_crop, "bicubic")
 
 
+FUSE_PX = 1 << 16  # output pixels per block of the per-pixel fusion: its 64-channel maps stay in the cache
+
+
 def _fuse(st: Streamer, fuse: torch.nn.Sequential, levels: list[torch.Tensor], level_w: torch.Tensor) -> torch.Tensor:
     """fuse(cat(w_k * level_k)) without building the concatenation or the weighted copies: the first 1 x 1
     conv split by level, each slice of its weights scaled by that level's weight (one scale per run, so the
-    same for every batch element; otherwise the plain formula)."""
+    same for every batch element; otherwise the plain formula), and the per-pixel stack run on blocks of
+    rows, so that its intermediate maps stay in the cache (twice as fast on a CPU as one pass per layer)."""
     if not torch.equal(level_w, level_w[:1].expand_as(level_w)):
         return st.conv(fuse, torch.cat([lv * level_w[:, k, None, None, None] for k, lv in enumerate(levels)], 1))
     first, c = fuse[0], levels[0].shape[1]
+    weights = [first.weight[:, k * c:(k + 1) * c] * level_w[0, k].to(first.weight.dtype) for k in range(len(levels))]
+    levels = [lv.contiguous(memory_format=torch.channels_last) for lv in levels]
+    n, _, h, w = levels[0].shape
+    out = torch.empty((n, fuse[-1].out_channels, h, w), device=levels[0].device, memory_format=torch.channels_last)
+    rows = max(1, FUSE_PX // max(1, w))
     with st.autocast():
-        acc = None
-        for k, lv in enumerate(levels):
-            weight = first.weight[:, k * c:(k + 1) * c] * level_w[0, k].to(first.weight.dtype)
-            y = F.conv2d(lv.contiguous(memory_format=torch.channels_last), weight, first.bias if k == 0 else None)
-            acc = y if acc is None else acc.add_(y)
-        return fuse[1:](acc).float()
+        for a in range(0, h, rows):
+            acc = F.conv2d(levels[0][:, :, a:a + rows], weights[0], first.bias)
+            for lv, weight in zip(levels[1:], weights[1:]):
+                acc.add_(F.conv2d(lv[:, :, a:a + rows], weight))
+            out[:, :, a:a + rows] = fuse[1:](acc)
+    return out
 
 
 def _scales_by(grid: GridMap, factor: int) -> bool:
