@@ -239,6 +239,22 @@ def test_feature_maps_on_disk_give_the_same_result_and_are_removed(model, image,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_raster_that_fits_in_memory_writes_no_feature_files(model, tmp_path, monkeypatch):
+    """With the automatic tile, whole-image feature maps stay in memory while they fit the memory budget:
+    a 640 x 640 px output (CondNet maps of 50 MiB, more than the old 16 MiB limit) writes no temporary files."""
+    from e2diffsr_core import engine_canvas
+
+    made = []
+    real_init = engine_canvas.FileCanvas.__init__
+    monkeypatch.setattr(engine_canvas.FileCanvas, "__init__",
+                        lambda self, *a, **k: made.append(a) or real_init(self, *a, **k))
+    img = np.random.default_rng(0).random((3, 160, 160)).astype(np.float32)
+    engine = TiledSR(model, torch.device("cpu"), precision="fp32", workdir=str(tmp_path), ram_budget=1 << 30,
+                     consistency=False)
+    _run_engine(engine, img, 4.0, seed=1)
+    assert made == [] and list(tmp_path.iterdir()) == []
+
+
 def test_no_disk_space_for_feature_files_is_a_clear_error(tmp_path, monkeypatch):
     import errno
     import os as _os
