@@ -56,7 +56,7 @@ class TiledSR:
     """
 
     def __init__(self, model: E2DiffSR, device: torch.device, *, tile: int = 0, overlap: int = 0,
-                 precision: str = "auto", ram_budget: float | None = None, batch: int = 0,
+                 precision: str = "auto", ram_budget: float | None = None,
                  workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
                  passes: int = PASSES):
         self.model = model
@@ -65,7 +65,6 @@ class TiledSR:
         self.device = device
         self.tile = int(tile)
         self.overlap = int(overlap)  # accepted for compatibility: output tiles are exact and need none
-        self.batch = int(batch)
         self.workdir = workdir
         self.diffusion_window = int(diffusion_window)
         model.to(memory_format=torch.channels_last)  # the fast layout for convolutions, CPU and GPU alike
