@@ -118,11 +118,10 @@ FUSE_PX = 1 << 16  # output pixels per block of the per-pixel fusion: its 64-cha
 
 def _fuse(st: Streamer, fuse: torch.nn.Sequential, levels: list[torch.Tensor], level_w: torch.Tensor) -> torch.Tensor:
     """fuse(cat(w_k * level_k)) without building the concatenation or the weighted copies: the first 1 x 1
-    conv split by level, each slice of its weights scaled by that level's weight (one scale per run, so the
-    same for every batch element; otherwise the plain formula), and the per-pixel stack run on blocks of
-    rows, so that its intermediate maps stay in the cache (twice as fast on a CPU as one pass per layer)."""
-    if not torch.equal(level_w, level_w[:1].expand_as(level_w)):
-        return st.conv(fuse, torch.cat([lv * level_w[:, k, None, None, None] for k, lv in enumerate(levels)], 1))
+    conv split by level, each slice of its weights scaled by that level's weight (the weights depend on the
+    run's scale alone, :func:`level_weights`, so every batch element has the same), and the per-pixel stack
+    run on blocks of rows, so that its intermediate maps stay in the cache (twice as fast on a CPU as one
+    pass per layer). No value goes back to the host: nothing waits for a GPU inside a tile."""
     first, c = fuse[0], levels[0].shape[1]
     weights = [first.weight[:, k * c:(k + 1) * c] * level_w[0, k].to(first.weight.dtype) for k in range(len(levels))]
     levels = [lv.contiguous(memory_format=torch.channels_last) for lv in levels]
@@ -180,7 +179,8 @@ def skip_window(tile, grid: GridMap) -> tuple[int, int, int, int]:
 
 
 def level_weights(csum, grid: GridMap, n: int, device) -> torch.Tensor:
-    """The CSUM's level weights for the true scale of the rows (its input r = LR / output pixels)."""
+    """The CSUM's level weights for the true scale of the rows (its input r = LR / output pixels): one scale
+    per run, so every one of the n rows is the same."""
     return csum.level_weights(torch.full((n, 1), grid.y.ratio, dtype=torch.float32, device=device))
 
 
