@@ -23,9 +23,9 @@ import torch
 from .consistency import PASSES
 from .engine_canvas import Canvas, Store
 from .engine_decode import bicubic_rows, run_lr_features
-from .engine_device import _cpu_budget, _cuda_budget, auto_tile, autocast_dtype, is_oom, set_cpu_threads
+from .engine_device import auto_tile, autocast_dtype, feature_budget, is_oom, set_cpu_threads
 from .engine_latent import DIFFUSION_WINDOW, LATENT, LatentCanvas, NoiseField, Span, diffuse, diffusion_units, plan_axis
-from .engine_plan import Reader, RunIO, RunPlan, Writer
+from .engine_plan import Reader, RunIO, RunPlan, Writer, tile_starts
 from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
 from .engine_tiles import TileDecoder
 from .errors import E2DiffSRError
@@ -113,14 +113,9 @@ class TiledSR:
                     io.log(f"out of memory: retrying with {plan.tile} px tiles")
 
     def _store(self, tile: int) -> Store:
-        """Whole-image feature maps stay in memory within a share of the memory budget (half on a CPU, a
-        quarter on a GPU, whose budget also holds the tiles' working set); the rest goes to disk, so memory
-        does not grow with the area. An explicit ``tile`` (the user's memory knob) also bounds that share."""
-        budget = _cuda_budget(self.device) if self.device.type == "cuda" else (self.ram_budget or _cpu_budget())
-        share = budget / (4 if self.device.type == "cuda" else 2)
-        if self.tile:
-            share = min(share, max(16 << 20, 64 * tile * tile))
-        return Store(self.device, int(share), self.workdir)
+        """Where this run's whole-image feature maps live (engine_device.feature_budget)."""
+        return Store(self.device, feature_budget(self.device, self.ram_budget, tile if self.tile else 0),
+                     self.workdir)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
@@ -214,11 +209,6 @@ class _Repeated:
 
     def read(self, a: int, b: int) -> torch.Tensor:
         return self.canvas.read(a, b).repeat(self.times, 1, 1, 1)
-
-
-def tile_starts(size: int, tile: int) -> list[int]:
-    """Starts of output tiles of ``tile`` pixels (the last one may be narrower)."""
-    return list(range(0, size, tile))
 
 
 class _Progress:

@@ -206,14 +206,3 @@ def valid_out(valid: np.ndarray, grid: GridMap, lr_origin, out_origin, size) -> 
 __all__ = ["bicubic_rows", "csum_tile", "level_regions", "level_weights", "nearest_rows", "run_lr_features",
            "skip_window", "valid_out"]
 
-
-def row_spans(height: int, tile: int, rows: tuple[int, int] | None = None) -> list[tuple[int, int]]:
-    """The output tiles' row ranges [y0, y1) of ``tile`` pixels, cut to ``rows`` (first, stop) when given.
-    Tiles are exact, so a range cut anywhere still gives the pixels of the whole run."""
-    first, stop = (0, height) if rows is None else (max(0, int(rows[0])), min(height, int(rows[1])))
-    spans = []
-    for y0 in range(0, height, tile):
-        a, b = max(y0, first), min(y0 + tile, height, stop)
-        if a < b:
-            spans.append((a, b))
-    return spans

@@ -85,6 +85,18 @@ def _cpu_budget() -> float:
     return min(0.25 * avail, 2.0 * (1 << 30))
 
 
+def feature_budget(device: torch.device, ram_budget: float | None = None, tile: int = 0) -> int:
+    """Bytes of whole-image feature maps kept in memory (the rest goes to temporary files, so memory does
+    not grow with the area): half the memory budget on a CPU, a quarter on a GPU, whose budget also holds
+    the tiles' working set. A tile the user chose (``tile``, the memory knob; 0 when automatic) also bounds it
+    to 64 bytes per tile pixel (at least 16 MiB)."""
+    budget = _cuda_budget(device) if device.type == "cuda" else (ram_budget or _cpu_budget())
+    share = budget / (4 if device.type == "cuda" else 2)
+    if tile:
+        share = min(share, max(16 << 20, 64 * tile * tile))
+    return int(share)
+
+
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import rules
-from .engine_decode import row_spans
+from .engine_latent import LATENT
 from .errors import E2DiffSRError
 from .gridmap import GridMap
 
@@ -21,6 +21,19 @@ from .gridmap import GridMap
 Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
 #: write(x, y, values [C, h, w], valid [h, w], std [C, h, w] | None): output pixels, each written once.
 Writer = Callable[[int, int, np.ndarray, np.ndarray, "np.ndarray | None"], None]
+
+
+def tile_starts(size: int, tile: int) -> list[int]:
+    """Starts of output tiles of ``tile`` pixels (the last one may be narrower)."""
+    return list(range(0, size, tile))
+
+
+def row_spans(height: int, tile: int, rows: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """The output tiles' row ranges [y0, y1) of ``tile`` pixels, cut to ``rows`` (first, stop) when given.
+    Tiles are exact, so a range cut anywhere still gives the pixels of the whole run."""
+    first, stop = (0, height) if rows is None else (max(0, int(rows[0])), min(height, int(rows[1])))
+    spans = [(max(y0, first), min(y0 + tile, height, stop)) for y0 in tile_starts(height, tile)]
+    return [(a, b) for a, b in spans if a < b]
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,7 @@ class RunPlan:
 
     def smaller(self) -> RunPlan:
         """The same run with tiles and windows halved (after running out of memory)."""
-        return replace(self, tile=max(64, self.tile // 2 // 8 * 8), window=max(256, self.window // 2))
+        return replace(self, tile=max(64, self.tile // 2 // LATENT * LATENT), window=max(256, self.window // 2))
 
     @property
     def lr_size(self) -> tuple[int, int]:
@@ -72,11 +85,11 @@ class RunPlan:
 
     @property
     def row_starts(self) -> list[int]:
-        return list(range(0, self.out_size[0], self.tile))
+        return tile_starts(self.out_size[0], self.tile)
 
     @property
     def col_starts(self) -> list[int]:
-        return list(range(0, self.out_size[1], self.tile))
+        return tile_starts(self.out_size[1], self.tile)
 
     def tiles(self) -> list[tuple[int, int, int, int]]:
         """Output tiles (y0, y1, x0, x1) in row order, cut to ``out_rows`` when given."""
@@ -103,4 +116,4 @@ class RunIO:
         return outs[0] if self.combine is None else self.combine(outs)
 
 
-__all__ = ["Reader", "RunIO", "RunPlan", "Writer"]
+__all__ = ["Reader", "RunIO", "RunPlan", "Writer", "row_spans", "tile_starts"]

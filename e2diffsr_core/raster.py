@@ -21,7 +21,7 @@ from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
 from .raster_io.georef import resolution_size
 from .request import Request
-from .rules import MAX_SCALE, check_output_side, check_scale
+from .rules import MAX_SCALE, check_output_side, check_scale, in_scale_range
 
 
 def _describe_model(model_arg, model) -> str:
@@ -63,10 +63,10 @@ def _resolution_grid(reader, resolution, log) -> tuple[int, int, float]:
     if note:
         log(f"note: {note}")
     for axis, ratio in (("x", out_w / reader.width), ("y", out_h / reader.height)):
-        if not 1.0 < ratio <= MAX_SCALE:  # the limits of --scale, per axis
+        if not in_scale_range(ratio):  # the limits of --scale, per axis
             raise E2DiffSRError(
                 f"--resolution {resolution[0]:g},{resolution[1]:g} enlarges the input {ratio:.3g}x along "
-                f"{axis}; the model works between 1x and 16x, choose a pixel size in that range")
+                f"{axis}; the model works between 1x and {MAX_SCALE:g}x, choose a pixel size in that range")
     return out_w, out_h, out_h / reader.height
 
 

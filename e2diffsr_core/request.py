@@ -8,7 +8,7 @@ outputs, raw vs consistency map) live here and nowhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .api import NO_MODEL, default_model_path
@@ -61,11 +61,11 @@ class Request:
         scale = None if req.scale is None else check_scale(req.scale, MAX_SCALE)
         if req.model is None and default_model_path() is None:
             raise E2DiffSRError(NO_MODEL)
-        return cls(**{**req.__dict__, "samples": samples, "tile": tile, "scale": scale,
-                      "resolution": None if req.resolution is None else tuple(req.resolution),
-                      "bands": None if req.bands is None else tuple(req.bands),
-                      "ranges": None if req.ranges is None else tuple(tuple(r) for r in req.ranges),
-                      "creation_options": tuple(req.creation_options)})
+        return replace(req, samples=samples, tile=tile, scale=scale,
+                       resolution=None if req.resolution is None else tuple(req.resolution),
+                       bands=None if req.bands is None else tuple(req.bands),
+                       ranges=None if req.ranges is None else tuple(tuple(r) for r in req.ranges),
+                       creation_options=tuple(req.creation_options))
 
     def extra_outputs(self) -> dict[str, str]:
         """The optional Float32 outputs asked for, by label."""

@@ -38,6 +38,11 @@ def check_scale(scale, max_scale: float = MAX_SCALE, warn: bool = True) -> float
     return scale
 
 
+def in_scale_range(scale: float, max_scale: float = MAX_SCALE) -> bool:
+    """Whether ``scale`` is an enlargement the models accept: finite, above 1, at most ``max_scale``."""
+    return math.isfinite(scale) and 1.0 < scale <= max_scale
+
+
 def beyond_trained(scale: float) -> str:
     return f"scale {scale:g} is beyond the trained range 1..{TRAINED_MAX_SCALE:g}; expect softer results"
 

@@ -302,7 +302,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             problem = scale_problem(scale)
         else:  # the model's scale inputs are height ratios; the engine checks both axes
             scale = layer.rasterUnitsPerPixelY() / self._resolution
-            problem = None if 1.0 < scale <= _rules().MAX_SCALE else tr(
+            problem = None if _rules().in_scale_range(scale) else tr(
                 f"{label('TARGET_RESOLUTION')} {self._resolution:g} makes pixels {scale:.3g} times finer than the "
                 f"layer's ({layer.rasterUnitsPerPixelY():g}); the model works between 1x and "
                 f"{_rules().MAX_SCALE:g}x finer (down-sampling is GDAL's job: Raster > Projections > Warp).")

@@ -87,7 +87,7 @@ def _axis(origin: float, step: float, n: int, ref_origin: float, ref_step: float
                             f"({abs(step):g}); this tool only enlarges, down-sampling is GDAL's job (gdalwarp -tap "
                             "-tr)")
     scale = abs(step) / abs(ref_step)
-    if not 1.0 < scale <= rules.MAX_SCALE:
+    if not rules.in_scale_range(scale):
         raise E2DiffSRError(f"the reference pixels are {scale:.3g}x finer than the input's along {name}; the model "
                             f"works between 1x and {rules.MAX_SCALE:g}x, choose another reference (or --resolution)")
     lo = (origin - ref_origin) / ref_step
