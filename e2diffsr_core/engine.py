@@ -23,7 +23,7 @@ import torch
 from .consistency import PASSES
 from .engine_canvas import Canvas, Store
 from .engine_decode import bicubic_rows, run_lr_features
-from .engine_device import auto_tile, autocast_dtype, feature_budget, is_oom, set_cpu_threads
+from .engine_device import auto_tile, autocast_dtype, feature_budget, is_oom, reused_memory, set_cpu_threads
 from .engine_latent import DIFFUSION_WINDOW, LATENT, LatentCanvas, NoiseField, Span, diffuse, diffusion_units, plan_axis
 from .engine_plan import Reader, RunIO, RunPlan, Writer, tile_starts
 from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
@@ -71,6 +71,9 @@ class TiledSR:
         if device.type == "cpu":
             set_cpu_threads()
         self.amp = autocast_dtype(device, precision)
+        # whole-image feature maps in bf16 in a bf16 run: half the memory traffic of every elementwise pass,
+        # no conversion around each conv (fp16 keeps fp32 maps: its range is too small for them)
+        self.map_dtype = torch.bfloat16 if self.amp == torch.bfloat16 else torch.float32
         self.ram_budget = ram_budget
 
     def plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
@@ -99,7 +102,8 @@ class TiledSR:
         """Run ``plan``; out of memory, retry with tiles and windows halved down to 64 / 256 pixels."""
         while True:
             try:
-                return self._run(plan, io)
+                with reused_memory():
+                    return self._run(plan, io)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
                 if not is_oom(exc) or (plan.tile <= 64 and plan.window <= 256):
                     if is_oom(exc):
@@ -115,7 +119,7 @@ class TiledSR:
     def _store(self, tile: int) -> Store:
         """Where this run's whole-image feature maps live (engine_device.feature_budget)."""
         return Store(self.device, feature_budget(self.device, self.ram_budget, tile if self.tile else 0),
-                     self.workdir)
+                     self.workdir, self.map_dtype)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
@@ -158,7 +162,7 @@ class TiledSR:
             x = torch.from_numpy(np.ascontiguousarray(data[np.array(groups)], np.float32))
             return (x.to(self.device) - 0.5) / 0.5
 
-        return st.run((len(groups), 3, h, w), band)[0]
+        return st.run((len(groups), 3, h, w), band, dtype=torch.float32)[0]
 
     def _features(self, st: Streamer, z0: LatentCanvas, lr: Canvas, grid: GridMap, S: int) -> Canvas:
         """The decoder up to the CSUM: prior maps from z0, then the LR-grid features, batch [S*G, ...]."""

@@ -22,8 +22,9 @@ class Store:
     """Where a run's canvases live: memory while all of them together stay within ``ram_budget`` bytes, a
     temporary folder beyond, so that memory is bounded by the budget whatever the raster's area."""
 
-    def __init__(self, device: torch.device, ram_budget: int, workdir: str | None = None):
-        self.device, self.ram_budget, self.workdir = device, int(ram_budget), workdir
+    def __init__(self, device: torch.device, ram_budget: int, workdir: str | None = None,
+                 dtype: torch.dtype = torch.float32):
+        self.device, self.ram_budget, self.workdir, self.dtype = device, int(ram_budget), workdir, dtype
         self.in_memory = 0
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._count = 0
@@ -33,13 +34,15 @@ class Store:
             self._tmp = tempfile.TemporaryDirectory(prefix=".e2diffsr-features-", dir=self.workdir)
         return self._tmp.name
 
-    def canvas(self, n: int, c: int, h: int, w: int) -> Canvas:
-        size = n * c * h * w * 4
+    def canvas(self, n: int, c: int, h: int, w: int, dtype: torch.dtype | None = None) -> Canvas:
+        """A map of the store's dtype (``dtype`` overrides it, e.g. float32 for a small map that must stay exact)."""
+        dtype = dtype or self.dtype
+        size = n * c * h * w * dtype.itemsize
         if self.in_memory + size <= self.ram_budget:
             self.in_memory += size
-            return Canvas(n, c, h, w, self.device, self)
+            return Canvas(n, c, h, w, self.device, self, dtype)
         self._count += 1
-        return FileCanvas(n, c, h, w, self.device, os.path.join(self.folder(), f"f{self._count}.bin"))
+        return FileCanvas(n, c, h, w, self.device, os.path.join(self.folder(), f"f{self._count}.bin"), dtype)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -48,13 +51,14 @@ class Store:
 
 
 class Canvas:
-    """A feature map [N, C, H, W] (float32, channels last: the fast layout for convolutions on CPUs and GPUs)
-    held in memory on the compute device."""
+    """A feature map [N, C, H, W] (float32, or bfloat16 in a bf16 run; channels last: the fast layout for
+    convolutions on CPUs and GPUs) held in memory on the compute device. Values written are cast to its dtype."""
 
-    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, store: Store | None = None):
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, store: Store | None = None,
+                 dtype: torch.dtype = torch.float32):
         self.shape = (n, c, h, w)
-        self.store = store
-        self.data = torch.empty(self.shape, dtype=torch.float32, device=device, memory_format=CL)
+        self.store, self.dtype = store, dtype
+        self.data = torch.empty(self.shape, dtype=dtype, device=device, memory_format=CL)
 
     @property
     def height(self) -> int:
@@ -71,18 +75,19 @@ class Canvas:
 
     def free(self) -> None:
         if self.data is not None and self.store is not None:
-            self.store.in_memory -= self.data.numel() * 4
+            self.store.in_memory -= self.data.numel() * self.dtype.itemsize
         self.data = None
 
 
 class FileCanvas(Canvas):
     """The same map in a file, rows first ([H, N, W, C]); only the band being used is in memory."""
 
-    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, path: str):
+    def __init__(self, n: int, c: int, h: int, w: int, device: torch.device, path: str,
+                 dtype: torch.dtype = torch.float32):
         self.shape = (n, c, h, w)
-        self.device = device
+        self.device, self.dtype = device, dtype
         self.path = path
-        self.row_bytes = n * c * w * 4
+        self.row_bytes = n * c * w * dtype.itemsize
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             if hasattr(os, "posix_fallocate"):  # reserve the space now rather than fail half-way
@@ -95,14 +100,14 @@ class FileCanvas(Canvas):
     def read(self, a: int, b: int) -> torch.Tensor:
         n, c, _, w = self.shape
         raw = os.pread(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
-        rows = torch.frombuffer(bytearray(raw), dtype=torch.float32).view(b - a, n, w, c)
+        rows = torch.frombuffer(bytearray(raw), dtype=self.dtype).view(b - a, n, w, c)
         if self.device.type == "cuda":  # page-locked, so the copy to the card runs asynchronously
             rows = rows.pin_memory()
         return rows.permute(1, 3, 0, 2).to(self.device, non_blocking=True).contiguous(memory_format=CL)
 
     def write(self, a: int, values: torch.Tensor) -> None:
-        rows = values.detach().float().permute(2, 0, 3, 1).contiguous().cpu().numpy()
-        os.pwrite(self.fd, rows.tobytes(), self.row_bytes * a)
+        rows = values.detach().to(self.dtype).permute(2, 0, 3, 1).contiguous().cpu()
+        os.pwrite(self.fd, rows.view(torch.uint8).numpy().tobytes(), self.row_bytes * a)
 
     def add(self, a: int, values: torch.Tensor) -> None:
         self.write(a, self.read(a, a + values.shape[2]) + values)
@@ -126,11 +131,11 @@ class Moments:
 
     def add(self, x: torch.Tensor) -> None:
         n, c, h, w = x.shape
-        # per channel, two passes over the band (centred: no cancellation), accumulated in float32 whatever
-        # the band's dtype; on the channels-last view [N, H*W, C] both are plain column sums (several times
+        # per channel, two passes over the band (centred: no cancellation) in float32 whatever the band's
+        # dtype; on the channels-last view [N, H*W, C] both are plain column sums (several times
         # faster than var_mean over dims (2, 3) of a channels-last tensor)
-        rows = x.detach().permute(0, 2, 3, 1).reshape(n, h * w, c)
-        mean = rows.sum(1, dtype=torch.float32) / (h * w)
+        rows = x.detach().permute(0, 2, 3, 1).reshape(n, h * w, c).float()  # a bf16 band: one conversion
+        mean = rows.sum(1) / (h * w)
         var = (rows - mean[:, None]).square_().mean(1)
         mean, var = mean.double().view(n, self.groups, -1), var.double().view(n, self.groups, -1)
         group_mean = mean.mean(-1)

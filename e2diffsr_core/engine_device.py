@@ -5,28 +5,40 @@ The engine (engine.py) asks these once per run; nothing here depends on the rast
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import os
+import platform
 
 import torch
 
 from .model import E2DiffSR
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): where bf16 pays on a CPU."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast dtype of a run, or None for fp32.
 
-    auto: bf16 on CUDA (fp16 where bf16 is missing); fp32 on a CPU. bf16 autocast on CPUs with native bf16
-    (AVX512-BF16, AMX) speeds up the convolutions themselves 2-3x, but the engine keeps its whole-image maps
-    in fp32, and the conversions around every conv made whole runs slower than fp32 (measured, see
-    benchmarks/RESULTS_engine.md); a choice made by timing at start-up also made two runs of the same seed
-    differ when the machine was busy. fp32 and bf16 force a choice on either device; fp16 is for CUDA (a CPU
-    runs it as fp32).
+    auto: bf16 on CUDA (fp16 where bf16 is missing); on a CPU, bf16 where the CPU has AMX, else fp32. With
+    AMX the convolutions run 2-3x faster in bf16 and, with the whole-image maps kept in bf16 too, the README
+    job runs about 1.3x faster than fp32 with 59 dB agreement on its 8-bit output (benchmarks/RESULTS_engine.md);
+    without AMX bf16 is emulated and slower. The choice depends on the CPU alone, never on a timing, so runs of
+    the same seed on one machine (and every rank of a split raster there) give the same pixels. fp32 and bf16
+    force a choice on either device; fp16 is for CUDA (a CPU runs it as fp32).
     """
     if precision == "fp32":
         return None
     if device.type != "cuda":
-        return torch.bfloat16 if precision == "bf16" else None
+        return torch.bfloat16 if precision == "bf16" or (precision == "auto" and cpu_has_amx()) else None
     if precision == "fp16":
         return torch.float16
     if precision == "bf16":
@@ -44,6 +56,45 @@ def set_cpu_threads() -> None:
         cores = os.cpu_count() or 1
     if torch.get_num_threads() > cores:
         torch.set_num_threads(cores)
+
+
+# glibc mallopt parameters and their defaults
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+
+
+def _glibc():
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def reused_memory():
+    """Large buffers come from the heap and are reused for the run instead of being mapped and unmapped.
+
+    glibc serves every allocation over 32 MiB with a fresh mmap, whose pages the kernel zeroes on first touch:
+    the engine's bands of feature maps (tens of MiB each, allocated and freed by every layer) then spend more
+    time in page faults than in arithmetic (4 s of system time in the README job; an elementwise pass over a
+    band ran 3-5x slower than with reused memory). For the duration of a run, large blocks come from the heap
+    and freed memory is kept for the next band; afterwards the defaults come back and the heap is trimmed, so
+    the process (e.g. QGIS) gets the memory back. Other C libraries: nothing changes."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+        libc.malloc_trim(0)
 
 
 def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:

@@ -29,10 +29,18 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
 
 
 def group_norm(x: torch.Tensor, gn: torch.nn.GroupNorm, stats) -> torch.Tensor:
-    """GroupNorm of a band with the whole image's statistics (mean, var [N, groups], float64)."""
+    """GroupNorm of a band with the whole image's statistics (mean, var [N, groups], float64), in the band's
+    dtype. fp32: one fused multiply-add per element; bf16: the inference batch norm (per batch element, the
+    group statistics repeated per channel), which computes in float32 and rounds once."""
     n, c = x.shape[:2]
     g = gn.num_groups
     mean, var = stats
+    if x.dtype != torch.float32:
+        mean_c = mean.float().repeat_interleave(c // g, dim=1)
+        var_c = var.float().repeat_interleave(c // g, dim=1)
+        w, b = gn.weight.float(), gn.bias.float()
+        parts = [F.batch_norm(x[i:i + 1], mean_c[i], var_c[i], w, b, False, 0.0, gn.eps) for i in range(n)]
+        return parts[0] if n == 1 else torch.cat(parts)
     rstd = torch.rsqrt(var + gn.eps).repeat_interleave(c // g, dim=1)  # [N, C], float64
     a = rstd * gn.weight.double()
     b = gn.bias.double() - mean.repeat_interleave(c // g, dim=1) * a
@@ -58,13 +66,15 @@ class Streamer:
 
     def conv(self, conv: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return conv(x.contiguous(memory_format=torch.channels_last)).float()
+            return conv(x.contiguous(memory_format=torch.channels_last)).to(self.store.dtype)
 
     @torch.no_grad()
-    def run(self, shape, band: Callable[[int, int], torch.Tensor], groups: int = 0) -> tuple[Canvas, Moments | None]:
-        """One pass: out[:, :, a:b] = band(a, b) for consecutive bands; statistics by ``groups`` if asked."""
+    def run(self, shape, band: Callable[[int, int], torch.Tensor], groups: int = 0,
+            dtype: torch.dtype | None = None) -> tuple[Canvas, Moments | None]:
+        """One pass: out[:, :, a:b] = band(a, b) for consecutive bands; statistics by ``groups`` if asked; the
+        map in the store's dtype unless ``dtype`` is given."""
         n, c, h, w = shape
-        out = self.store.canvas(n, c, h, w)
+        out = self.store.canvas(n, c, h, w, dtype)
         moments = Moments(groups) if groups else None
         step = self.rows(h, w)
         for a in range(0, h, step):
@@ -139,7 +149,7 @@ def run_encoder(st: Streamer, enc, first: Callable[[int, int], torch.Tensor], sh
     s = m.mean_var()
     n, _, hh, ww = h.shape
     out, _ = st.run((n, enc.conv_out.out_channels, hh, ww), lambda a, b: st.conv3(
-        enc.conv_out, h, a, b, lambda t: _swish(group_norm(t, enc.norm_out, s))))
+        enc.conv_out, h, a, b, lambda t: _swish(group_norm(t, enc.norm_out, s))), dtype=torch.float32)
     h.free()
     return out
 
@@ -163,7 +173,8 @@ def run_prior(st: Streamer, dec, first: Callable[[int, int], torch.Tensor], shap
             h = h2
         n, _, hh, ww = h.shape
         t = group.transfer
-        mp, _ = st.run((n, t.out_channels, hh, ww), lambda a, b, t=t, h=h: st.conv(t, h.read(a, b)))
+        mp, _ = st.run((n, t.out_channels, hh, ww), lambda a, b, t=t, h=h: st.conv(t, h.read(a, b)),
+                       dtype=torch.float32)
         maps.append(mp)
     h.free()
     return maps
@@ -207,13 +218,13 @@ def run_fru(st: Streamer, fru, x: Canvas) -> Canvas:
     for j, blk in enumerate(fru.IMDB):
         d, mom = st.run((n, 4 * blk.distilled, h, w), lambda a, b, blk=blk, cur=cur: _distill(st, blk, cur, a, b),
                         4 * blk.distilled)
-        gate = _cca_gate(blk.cca, mom)
+        gate = _cca_gate(blk.cca, mom).to(st.store.dtype)
         weight = fuse.weight[:, j * c:(j + 1) * c]
 
         def finish(a, b, blk=blk, cur=cur, d=d, gate=gate, weight=weight, j=j):
             out = st.conv(blk.c5, d.read(a, b) * gate) + cur.read(a, b)
             with st.autocast():
-                part = F.conv2d(out, weight, fuse.bias if j == 0 else None).float()
+                part = F.conv2d(out, weight, fuse.bias if j == 0 else None).to(st.store.dtype)
             if j == 0:
                 acc.write(a, part)
             else:

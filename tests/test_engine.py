@@ -273,11 +273,16 @@ def test_no_disk_space_for_feature_files_is_a_clear_error(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_precision_policy_on_cpus_and_gpus():
+def test_precision_policy_on_cpus_and_gpus(monkeypatch):
     from e2diffsr_core.engine import autocast_dtype
 
     cpu = torch.device("cpu")
-    assert autocast_dtype(cpu, "auto") is None  # the same arithmetic on every CPU, however busy
+    # auto follows the CPU alone (never a timing): bf16 with AMX, fp32 without
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert autocast_dtype(cpu, "auto") == torch.bfloat16
+    assert autocast_dtype(cpu, "fp32") is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert autocast_dtype(cpu, "auto") is None
     assert autocast_dtype(cpu, "fp32") is None
     assert autocast_dtype(cpu, "bf16") == torch.bfloat16  # forced choices win
     assert autocast_dtype(torch.device("cuda"), "fp16") == torch.float16
@@ -286,9 +291,11 @@ def test_precision_policy_on_cpus_and_gpus():
 
 def test_auto_precision_on_the_cpu_is_reproducible(model, image):
     """The default precision is not chosen by a timing: the same seed gives the same pixels, run after run."""
+    from e2diffsr_core.engine_device import cpu_has_amx
+
     a, _, _ = superresolve_array(model, image[:, :32, :32], 2.0, seed=4)
     b, _, _ = superresolve_array(model, image[:, :32, :32], 2.0, seed=4)
-    c, _, _ = superresolve_array(model, image[:, :32, :32], 2.0, seed=4, precision="fp32")
+    c, _, _ = superresolve_array(model, image[:, :32, :32], 2.0, seed=4, precision="bf16" if cpu_has_amx() else "fp32")
     assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
@@ -296,3 +303,79 @@ def test_bf16_on_the_cpu_agrees_with_fp32(model, image):
     a, _, _ = superresolve_array(model, image[:, :40, :40], 3.0, seed=2, precision="fp32")
     b, _, _ = superresolve_array(model, image[:, :40, :40], 3.0, seed=2, precision="bf16")
     assert psnr(a, b) > 35  # same noise, bf16 arithmetic: a close, not identical, image
+
+
+def test_a_bf16_run_keeps_its_large_maps_in_bf16(model, image, monkeypatch):
+    """bf16 runs hold the whole-image feature maps in bf16 (half the memory and memory traffic); the LR image,
+    CondNet's latent and the prior maps (small, and amplified downstream) stay float32."""
+    from e2diffsr_core.engine_canvas import Store
+
+    made = []
+    real = Store.canvas
+    monkeypatch.setattr(Store, "canvas", lambda self, n, c, h, w, dtype=None: made.append(
+        ((c, h, w), dtype or self.dtype)) or real(self, n, c, h, w, dtype))
+    _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="bf16"), image[:, :40, :48], 3.0, seed=4)
+    out_grid = [d for (c, h, w), d in made if (h, w) == (120, 144)]
+    assert out_grid and all(d == torch.bfloat16 for d in out_grid)  # CondNet's maps on the output grid
+    assert made[0] == ((3, 40, 48), torch.float32)  # the LR image
+    assert ((4, 15, 18), torch.float32) in made  # CondNet's latent
+    made.clear()
+    _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="fp32"), image[:, :40, :48], 3.0, seed=4)
+    assert made and all(d == torch.float32 for _, d in made)
+
+
+def test_group_norm_of_a_bf16_band_matches_float32():
+    """The streamed GroupNorm on a bf16 band (batch norm with the whole-image statistics) computes in float32:
+    it matches the float32 formula to bf16 rounding, even where the mean is far from zero."""
+    from e2diffsr_core.engine_canvas import Moments
+    from e2diffsr_core.engine_stream import group_norm
+
+    torch.manual_seed(0)
+    gn = torch.nn.GroupNorm(8, 32, eps=1e-6)
+    torch.nn.init.normal_(gn.weight)
+    torch.nn.init.normal_(gn.bias)
+    x = (torch.randn(2, 32, 20, 30) * 0.5 + 40).contiguous(memory_format=torch.channels_last)
+    m = Moments(8)
+    m.add(x)
+    ref = group_norm(x, gn, m.mean_var())
+    exact = gn.double()(x.double())  # whole-image statistics of the whole band: GroupNorm itself
+    assert torch.allclose(ref.double(), exact, atol=1e-4)
+    xb = x.bfloat16()
+    got = group_norm(xb, gn, m.mean_var())
+    assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+    want = group_norm(xb.float(), gn, m.mean_var())  # the same bf16 inputs in float32
+    assert (got.float() - want).abs().max() <= 0.01 * want.abs().max()
+
+
+def test_runs_reuse_large_blocks_and_return_them_afterwards():
+    """Within a run large blocks are reused from the heap (the kernel does not zero fresh pages for every band
+    of every layer); after it the allocator's defaults come back and the heap is trimmed, so that a host
+    process such as QGIS gets the memory back."""
+    import resource
+
+    from e2diffsr_core.engine_device import _glibc, reused_memory
+
+    if _glibc() is None:
+        pytest.skip("glibc only")
+
+    def page_faults(n=8) -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for i in range(n):  # bands of slightly different sizes, as the engine's
+            t = torch.ones((64 << 20) // 4 + 1000 * i)
+            del t
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    pages = (64 << 20) // 4096
+    assert page_faults() > 6 * pages  # by default every 64 MiB block is fresh memory
+    start = rss()
+    with reused_memory():
+        assert page_faults() < 3 * pages  # reused: only the first block faults
+        assert rss() > start + (32 << 20)  # and is kept while the run lasts
+    assert rss() < start + (16 << 20)  # returned afterwards
+    t = torch.ones((256 << 20) // 4)
+    del t
+    assert rss() < start + (16 << 20)  # and a large block freed later goes back at once, as by default
