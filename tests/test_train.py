@@ -155,6 +155,33 @@ def test_stage2_loss_falls_and_the_engine_runs_the_result(tmp_path, stage1_run):
     assert superresolve_tensor(model, lr, 2.5).shape == (1, 3, 50, 60)
 
 
+def test_cosine_schedule_with_warm_up(tmp_path, stage1_run):
+    """stage2.lr_schedule = "cosine" with a warm-up: the logged rate climbs, then falls towards 0 at the end."""
+    out = tmp_path / "cos"
+    assert train("--stage", 2, "--out", out, "--stage1", stage1_run, "--max-steps", 8,
+                 "--set", 'stage2.lr_schedule="cosine"', "--set", "stage2.warmup_steps=2") == 0
+    lr = column(out, "lr")
+    assert len(lr) == 8
+    peak = lr[1]  # step 2: warm-up done, cosine at 1/8 of the run
+    assert lr[0] == pytest.approx(peak * 0.5 / (0.5 * (1 + np.cos(np.pi / 8))), rel=1e-6)
+    assert lr[-1] == pytest.approx(peak * 0.5 * (1 + np.cos(7 * np.pi / 8)) / (0.5 * (1 + np.cos(np.pi / 8))),
+                                   rel=1e-6)
+    assert all(a > b for a, b in zip(lr[1:], lr[2:]))
+    constant = tmp_path / "const"
+    assert train("--stage", 2, "--out", constant, "--stage1", stage1_run, "--max-steps", 3) == 0
+    assert len(set(column(constant, "lr"))) == 1  # the authors' constant rate stays the default
+
+
+def test_schedule_follows_the_time_limit_when_it_ends_the_run_first():
+    from e2diffsr_core.train.common import lr_factor
+
+    assert lr_factor("constant", 0, 5, 0.9) == 1.0
+    assert lr_factor("cosine", 0, 0, 0.0) == 1.0
+    assert lr_factor("cosine", 0, 10, 0.5) == pytest.approx(0.5)
+    assert lr_factor("cosine", 0, 10, 1.3) == 0.0  # past the budget: 0, never negative
+    assert lr_factor("constant", 4, 1, 0.0) == 0.5
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, stage1_run, stage):
     extra = ["--set", "stage1.disc_start=3"] if stage == 1 else ["--stage1", stage1_run]

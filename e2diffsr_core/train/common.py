@@ -3,6 +3,8 @@ global batch's learning rate, gradient clipping with the NaN/inf guard."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..model import E2DiffSR
@@ -22,6 +24,16 @@ def adam_for(params, s, rt: Dist, device: torch.device) -> tuple[float, torch.op
     return lr, torch.optim.Adam(params, lr=lr, betas=tuple(s.betas), fused=device.type == "cuda")
 
 
+def lr_factor(schedule: str, warmup_steps: int, step: int, progress: float) -> float:
+    """The base learning rate's multiplier for step ``step`` (0-based): a linear warm-up over ``warmup_steps``,
+    then constant, or a cosine from 1 to 0 over ``progress`` (0..1, the share of the run's budget spent:
+    steps or minutes, whichever ends the run first; windows of fixed wall time end at 0)."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+    return warm
+
+
 class StageBase:
     """``cfg``: the stage's own settings ([stage1] or [stage2]); ``run``: the [run] table."""
 
@@ -34,6 +46,17 @@ class StageBase:
         """Adam over those of ``params`` that require gradients (``self.params``, clipped every step)."""
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.opt = adam_for(self.params, self.cfg, self.rt, self.device)
+        self.base_lr = self.lr
+
+    def optimisers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt]
+
+    def schedule(self, step: int, progress: float) -> None:
+        """Set every optimiser's learning rate for ``step`` from the stage's schedule (``self.lr`` is logged)."""
+        self.lr = self.base_lr * lr_factor(self.cfg.lr_schedule, self.cfg.warmup_steps, step, progress)
+        for opt in self.optimisers():
+            for group in opt.param_groups:
+                group["lr"] = self.lr
 
     def _inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's HR and LR on the device (channels-last where the run asks for it, on CUDA)."""

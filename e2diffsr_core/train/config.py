@@ -41,6 +41,8 @@ class Stage1Config:
     max_steps: int = 100000
     base_lr: float = 4.5e-6           # learning rate = base_lr x batch size x GPUs (as the authors)
     scale_lr: bool = True
+    lr_schedule: str = "constant"     # "constant" (authors) | "cosine": to 0 over the run (steps or minutes)
+    warmup_steps: int = 0             # linear warm-up from 0 over this many steps
     betas: list = field(default_factory=lambda: [0.5, 0.9])
     grad_clip: float = 0.0            # 0: no clipping (the authors clip nothing)
     sample_posterior: bool = True
@@ -65,6 +67,8 @@ class Stage2Config:
     max_steps: int = 100000
     base_lr: float = 1e-5
     scale_lr: bool = True
+    lr_schedule: str = "constant"     # "constant" (authors) | "cosine": to 0 over the run (steps or minutes)
+    warmup_steps: int = 0             # linear warm-up from 0 over this many steps
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 0.0
     loss_type: str = "l2"             # "l2" (the authors' code) | "l1" (the paper's Eq. 13)
@@ -110,6 +114,8 @@ TABLES = {"data": DataConfig, "stage1": Stage1Config, "stage2": Stage2Config, "r
 CHOICES = {
     ("stage2", "loss_type"): ("l2", "l1"),
     ("stage2", "timestep_sampling"): ("chain", "random"),
+    ("stage1", "lr_schedule"): ("constant", "cosine"),
+    ("stage2", "lr_schedule"): ("constant", "cosine"),
     ("run", "amp"): ("bf16", "none"),
     ("stage1", "perceptual_net"): ("vgg", "alex"),
     ("model", "modulation"): ("scale_aware", "concat"),

@@ -193,12 +193,14 @@ def _loop(cfg: TrainConfig, run: RunSettings, rt: Dist, trainer, loader, rec: Re
     limit or after ``max_bad_steps`` skipped steps in a row; a last validation and checkpoint at the end."""
     step = start = rec.step
     batches = iter(loader)
+    spent = 0.0  # share of the time limit used, the same on every rank
     try:
         while step < run.steps:
             batch = next(batches)
             gen = torch.Generator(device=rt.device).manual_seed(step_seed(cfg.run.seed, step, rt.rank))
             if step == 0:
                 trainer.prepare(batch, gen)
+            trainer.schedule(step, max(step / max(1, run.steps), spent))
             logs = trainer.step(batch, step, gen)
             step += 1
             if rec.train_row(step, logs) >= cfg.run.max_bad_steps:
@@ -209,7 +211,8 @@ def _loop(cfg: TrainConfig, run: RunSettings, rt: Dist, trainer, loader, rec: Re
                 rec.validate(step)
             if _due(step, cfg.run.ckpt_every):
                 rec.save(step)
-            if run.minutes > 0 and rt.any(rec.seconds() > run.minutes * 60):
+            spent = rt.max(rec.seconds()) / (run.minutes * 60) if run.minutes > 0 else 0.0
+            if spent > 1:
                 tqdm.write(f"time limit of {run.minutes:g} min reached at step {step}; saving") if rt.is_main else None
                 break
         if cfg.run.val_every > 0 and step % cfg.run.val_every != 0 and step > start:

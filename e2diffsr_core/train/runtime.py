@@ -35,11 +35,16 @@ class Dist:
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is True on any rank (stop decisions must agree)."""
+        return self.max(1.0 if flag else 0.0) > 0
+
+    def max(self, value: float) -> float:
+        """The largest of every rank's ``value`` (e.g. elapsed time: decisions taken from it agree)."""
         if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64 if self.device.type == "cpu" else torch.float32,
+                         device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
+        return float(t.item())
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():

@@ -72,6 +72,9 @@ class Stage1(StageBase):
         self.last_layer = self.ae.decoder.upsampler.fuse[-1].weight
         self.reg_weight = s.codebook_weight if cfg.model.regularizer == "vq" else s.kl_weight
 
+    def optimisers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt, self.opt_disc]
+
     def prepare(self, batch, generator) -> None:
         """Nothing to set up before the first step of stage 1."""
 
