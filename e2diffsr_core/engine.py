@@ -76,6 +76,11 @@ class TiledSR:
         self.map_dtype = torch.bfloat16 if self.amp == torch.bfloat16 else torch.float32
         self.ram_budget = ram_budget
 
+    @property
+    def arithmetic(self) -> str:
+        """The run's arithmetic in words: fp32, bf16 or fp16."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32")
+
     def plan_sizes(self, scale: float, batch: int) -> tuple[int, int]:
         """Output tile size and overlap (output pixels; the overlap is 0) a run at this scale starts with."""
         tile = self.tile or auto_tile(self.model, self.device, scale, batch, self.ram_budget)

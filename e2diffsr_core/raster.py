@@ -139,7 +139,7 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
                                grid=alignment.grid if alignment is not None else None, groups=reader.groups(),
                                channels=len(reader.bands), samples=req.samples, seed=req.seed, out_rows=req.rows)
             model_desc = _describe_model(req.model, net)
-            log(f"device: {dev}, model: {model_desc}, tile: {plan.tile} px, "
+            log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
                 f"output {out_w} x {out_h} px, {len(reader.bands)} band(s)")
             result = engine.run_plan(plan, _engine_io(reader, writers, progress, cancel, log))
             for w in writers.values():
