@@ -77,9 +77,9 @@ def _glibc():
 def reused_memory():
     """Large buffers come from the heap and are reused for the run instead of being mapped and unmapped.
 
-    glibc serves every allocation over 32 MiB with a fresh mmap, whose pages the kernel zeroes on first touch:
-    the engine's bands of feature maps (tens of MiB each, allocated and freed by every layer) then spend more
-    time in page faults than in arithmetic (4 s of system time in the README job; an elementwise pass over a
+    glibc serves large allocations (above a threshold of at most 32 MiB) with a fresh mmap, whose pages the
+    kernel zeroes on first touch: the engine's bands of feature maps (tens of MiB each, allocated and freed by
+    every layer) then spend more time in page faults than in arithmetic (4 s of system time in the README job; an elementwise pass over a
     band ran 3-5x slower than with reused memory). For the duration of a run, large blocks come from the heap
     and freed memory is kept for the next band; afterwards the defaults come back and the heap is trimmed, so
     the process (e.g. QGIS) gets the memory back. Other C libraries: nothing changes."""
