@@ -32,18 +32,15 @@ def group_norm(x: torch.Tensor, gn: torch.nn.GroupNorm, stats) -> torch.Tensor:
     """GroupNorm of a band with the whole image's statistics (mean, var [N, groups], float64), in the band's
     dtype. fp32: one fused multiply-add per element; bf16: the inference batch norm (per batch element, the
     group statistics repeated per channel), which computes in float32 and rounds once."""
-    n, c = x.shape[:2]
-    g = gn.num_groups
-    mean, var = stats
+    per_group = x.shape[1] // gn.num_groups
+    mean, var = (t.repeat_interleave(per_group, dim=1) for t in stats)  # [N, C], float64
     if x.dtype != torch.float32:
-        mean_c = mean.float().repeat_interleave(c // g, dim=1)
-        var_c = var.float().repeat_interleave(c // g, dim=1)
         w, b = gn.weight.float(), gn.bias.float()
-        parts = [F.batch_norm(x[i:i + 1], mean_c[i], var_c[i], w, b, False, 0.0, gn.eps) for i in range(n)]
-        return parts[0] if n == 1 else torch.cat(parts)
-    rstd = torch.rsqrt(var + gn.eps).repeat_interleave(c // g, dim=1)  # [N, C], float64
-    a = rstd * gn.weight.double()
-    b = gn.bias.double() - mean.repeat_interleave(c // g, dim=1) * a
+        parts = [F.batch_norm(x[i:i + 1], mean[i].float(), var[i].float(), w, b, False, 0.0, gn.eps)
+                 for i in range(x.shape[0])]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    a = torch.rsqrt(var + gn.eps) * gn.weight.double()
+    b = gn.bias.double() - mean * a
     # one fused multiply-add per element: x * a + b
     return torch.addcmul(b.float()[:, :, None, None], x.float(), a.float()[:, :, None, None])
 
