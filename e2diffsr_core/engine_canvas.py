@@ -18,6 +18,34 @@ from .errors import E2DiffSRError
 CL = torch.channels_last
 
 
+def read_at(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes of the file at ``offset`` (positioned I/O: POSIX pread, a seek and reads on Windows)."""
+    parts, got = [], 0
+    while got < size:  # reads may come back short (large requests): go on from where one stopped
+        if hasattr(os, "pread"):
+            part = os.pread(fd, size - got, offset + got)
+        else:
+            os.lseek(fd, offset + got, os.SEEK_SET)
+            part = os.read(fd, size - got)
+        if not part:
+            raise E2DiffSRError("a temporary feature file ended early (removed during the run?); run again")
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (POSIX pwrite, a seek and writes on Windows)."""
+    view = memoryview(data)
+    while len(view):
+        if hasattr(os, "pwrite"):
+            done = os.pwrite(fd, view, offset)
+        else:
+            os.lseek(fd, offset, os.SEEK_SET)
+            done = os.write(fd, view)
+        view, offset = view[done:], offset + done
+
+
 class Store:
     """Where a run's canvases live: memory while all of them together stay within ``ram_budget`` bytes, a
     temporary folder beyond, so that memory is bounded by the budget whatever the raster's area."""
@@ -67,6 +95,10 @@ class Canvas:
     def read(self, a: int, b: int) -> torch.Tensor:
         return self.data[:, :, a:b]
 
+    def read_window(self, a: int, b: int, x0: int, x1: int) -> torch.Tensor:
+        """Rows [a, b), columns [x0, x1): what a tile needs, whatever the map's width."""
+        return self.data[:, :, a:b, x0:x1]
+
     def write(self, a: int, values: torch.Tensor) -> None:
         self.data[:, :, a:a + values.shape[2]] = values
 
@@ -88,7 +120,7 @@ class FileCanvas(Canvas):
         self.device, self.dtype = device, dtype
         self.path = path
         self.row_bytes = n * c * w * dtype.itemsize
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
         try:
             if hasattr(os, "posix_fallocate"):  # reserve the space now rather than fail half-way
                 os.posix_fallocate(self.fd, 0, self.row_bytes * h)
@@ -99,15 +131,33 @@ class FileCanvas(Canvas):
 
     def read(self, a: int, b: int) -> torch.Tensor:
         n, c, _, w = self.shape
-        raw = os.pread(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
-        rows = torch.frombuffer(bytearray(raw), dtype=self.dtype).view(b - a, n, w, c)
+        raw = read_at(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
+        return self._to_device(torch.frombuffer(bytearray(raw), dtype=self.dtype).view(b - a, n, w, c))
+
+    def _to_device(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows [h, N, w, C] read from the file as the map's [N, C, h, w] on the compute device."""
         if self.device.type == "cuda":  # page-locked, so the copy to the card runs asynchronously
             rows = rows.pin_memory()
         return rows.permute(1, 3, 0, 2).to(self.device, non_blocking=True).contiguous(memory_format=CL)
 
+    def read_window(self, a: int, b: int, x0: int, x1: int) -> torch.Tensor:
+        """Only the columns asked for come off the disk (one read per row and batch element): a tile's memory
+        and I/O do not grow with the raster's width."""
+        n, c, _, w = self.shape
+        if x0 <= 0 and x1 >= w:
+            return self.read(a, b)
+        seg, item = (x1 - x0) * c * self.dtype.itemsize, c * self.dtype.itemsize
+        buf = bytearray(seg * n * (b - a))
+        for i, row in enumerate(range(a, b)):
+            for k in range(n):
+                at = (i * n + k) * seg
+                buf[at:at + seg] = read_at(self.fd, seg, self.row_bytes * row + item * (k * w + x0))
+        rows = torch.frombuffer(buf, dtype=self.dtype).view(b - a, n, x1 - x0, c)
+        return self._to_device(rows)
+
     def write(self, a: int, values: torch.Tensor) -> None:
         rows = values.detach().to(self.dtype).permute(2, 0, 3, 1).contiguous().cpu()
-        os.pwrite(self.fd, rows.view(torch.uint8).numpy().tobytes(), self.row_bytes * a)
+        write_at(self.fd, rows.view(torch.uint8).numpy().tobytes(), self.row_bytes * a)
 
     def add(self, a: int, values: torch.Tensor) -> None:
         self.write(a, self.read(a, a + values.shape[2]) + values)

@@ -87,7 +87,7 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     """CSUM(features) + bicubic(LR) for one output tile [N, 3, th, tw], in the model's [-1, 1] space."""
     regions = level_regions(tile, grid, csum.levels)
     (y0, y1), (x0, x1) = regions[0]
-    level = feats.read(y0, y1)[:, :, :, x0:x1]
+    level = feats.read_window(y0, y1, x0, x1)
     resized = []
     for k in range(csum.levels):
         if k == csum.levels - 1 and _scales_by(grid, 2 ** (k - 1)):

@@ -239,6 +239,36 @@ def test_feature_maps_on_disk_give_the_same_result_and_are_removed(model, image,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("posix_io", [True, False], ids=["pread", "seek-and-read"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_feature_files_read_a_tile_s_columns_only(tmp_path, monkeypatch, posix_io, dtype):
+    """A tile reads only its own columns of an on-disk map (memory and I/O do not grow with the raster's
+    width), with the same values as the map in memory; without POSIX positioned I/O (Windows) the same."""
+    import os as _os
+
+    from e2diffsr_core.engine_canvas import Canvas, FileCanvas
+
+    if not posix_io:
+        monkeypatch.delattr(_os, "pread", raising=False)
+        monkeypatch.delattr(_os, "pwrite", raising=False)
+    values = torch.randn(2, 5, 30, 41).to(dtype)
+    mem = Canvas(2, 5, 30, 41, torch.device("cpu"), dtype=dtype)
+    disk = FileCanvas(2, 5, 30, 41, torch.device("cpu"), str(tmp_path / "f.bin"), dtype)
+    for a in range(0, 30, 7):
+        mem.write(a, values[:, :, a:a + 7])
+        disk.write(a, values[:, :, a:a + 7])
+    disk.add(3, torch.ones(2, 5, 4, 41, dtype=dtype))
+    mem.add(3, torch.ones(2, 5, 4, 41, dtype=dtype))
+    for a, b, x0, x1 in ((0, 30, 0, 41), (4, 11, 9, 20), (29, 30, 40, 41), (0, 1, 0, 1)):
+        got = disk.read_window(a, b, x0, x1)
+        assert got.shape == (2, 5, b - a, x1 - x0) and got.dtype == dtype
+        assert torch.equal(got, mem.read_window(a, b, x0, x1))
+    assert torch.equal(disk.read(0, 30), mem.read(0, 30))
+    assert _os.path.getsize(tmp_path / "f.bin") == 2 * 5 * 30 * 41 * dtype.itemsize
+    disk.free()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_raster_that_fits_in_memory_writes_no_feature_files(model, tmp_path, monkeypatch):
     """With the automatic tile, whole-image feature maps stay in memory while they fit the memory budget:
     a 640 x 640 px output (CondNet maps of 50 MiB, more than the old 16 MiB limit) writes no temporary files."""
