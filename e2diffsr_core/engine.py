@@ -23,8 +23,26 @@ import torch
 from .consistency import PASSES
 from .engine_canvas import Canvas, Store
 from .engine_decode import bicubic_rows, run_lr_features
-from .engine_device import auto_tile, autocast_dtype, feature_budget, is_oom, reused_memory, set_cpu_threads
-from .engine_latent import DIFFUSION_WINDOW, LATENT, LatentCanvas, NoiseField, Span, diffuse, diffusion_units, plan_axis
+from .engine_device import (
+    auto_tile,
+    autocast_dtype,
+    feature_budget,
+    is_oom,
+    reused_memory,
+    set_cpu_threads,
+    windows_per_call,
+)
+from .engine_latent import (
+    DIFFUSION_WINDOW,
+    LATENT,
+    LatentCanvas,
+    NoiseField,
+    Span,
+    diffuse,
+    diffusion_units,
+    latent_windows,
+    plan_axis,
+)
 from .engine_plan import Reader, RunIO, RunPlan, Writer, tile_starts
 from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
 from .engine_tiles import TileDecoder
@@ -53,12 +71,15 @@ class TiledSR:
 
     ``tile`` bounds the working set (output tiles of tile x tile pixels, bands of about as many pixels; 0:
     from free memory); ``consistency`` back-projects every tile onto the input (``passes`` passes).
+    ``window_batch``: UNet windows per call (0: engine_device.windows_per_call); ``compile``: the UNet through
+    ``torch.compile`` (its windows all have one shape; on CUDA as CUDA graphs), falling back to the module
+    itself, with a log line, where compilation fails.
     """
 
     def __init__(self, model: E2DiffSR, device: torch.device, *, tile: int = 0, overlap: int = 0,
                  precision: str = "auto", ram_budget: float | None = None,
                  workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
-                 passes: int = PASSES):
+                 passes: int = PASSES, window_batch: int = 0, compile: bool = False):
         self.model = model
         # back-project every output tile onto the input (consistency.py); 0 passes: the model's own output
         self.passes = int(passes) if consistency else 0
@@ -75,6 +96,8 @@ class TiledSR:
         # no conversion around each conv (fp16 keeps fp32 maps: its range is too small for them)
         self.map_dtype = torch.bfloat16 if self.amp == torch.bfloat16 else torch.float32
         self.ram_budget = ram_budget
+        self.window_batch = int(window_batch)
+        self.unet = CompiledUNet(model.unet, device) if compile else None
 
     @property
     def arithmetic(self) -> str:
@@ -146,7 +169,9 @@ class TiledSR:
 
             cond = run_encoder(st, enc, first, (len(plan.groups), enc.conv_in.out_channels, H, W))
             z0 = diffuse(cond, plan, model=model, step=self._step, workdir=self.workdir,
-                         tick=lambda: ticker.step(1), cancel=io.cancel)
+                         tick=lambda: ticker.step(1), cancel=io.cancel, per_call=self._windows_per_call(plan))
+            if self.unet is not None and self.unet.failed and io.log:
+                io.log(f"note: the UNet could not be compiled ({self.unet.failed}); it ran uncompiled")
             cond.free()
             st.tick = lambda: ticker.step(2)
             feats = self._features(st, z0, lr, plan.grid, plan.samples)
@@ -157,6 +182,13 @@ class TiledSR:
             store.close()
         return EngineResult(plan.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
                             plan.col_starts)
+
+    def _windows_per_call(self, plan: RunPlan) -> int:
+        if self.window_batch:
+            return self.window_batch
+        side = [latent_windows(n // LATENT, plan.window)[0] for n in plan.out_size]
+        cells = (side[0].comp_stop - side[0].comp_start) * (side[1].comp_stop - side[1].comp_start)
+        return windows_per_call(self.model, self.device, cells, plan.batch)
 
     def _read_lr(self, st: Streamer, read, lr_size, groups) -> Canvas:
         """The LR image in the model's [-1, 1] space, one channel triple per group: [G, 3, h, w]."""
@@ -200,8 +232,34 @@ class TiledSR:
         ctx = contextlib.nullcontext() if t == self.model.cfg.timesteps - 1 else self._autocast()
         with ctx:
             out, _, _ = self.model.denoise_step(z.to(dev).float(), c.to(dev), t, geo,
-                                                None if noise is None else noise.to(dev))
+                                                None if noise is None else noise.to(dev), unet=self.unet)
         return out.float().cpu().numpy()
+
+
+class CompiledUNet:
+    """``torch.compile`` of the UNet for the engine's fixed window shapes (CUDA graphs on a GPU: the windows of
+    a run replay one graph without a launch per layer). Compilation happens at the first call; where it fails
+    (no C++ compiler, an unsupported operator) the module itself runs from then on and ``failed`` says why."""
+
+    def __init__(self, unet: torch.nn.Module, device: torch.device):
+        self.module = unet
+        self.failed: str | None = None
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        self.compiled = torch.compile(unet, mode=mode, dynamic=False)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                out = self.compiled(*args, **kwargs)
+                # a CUDA graph's output is overwritten by its next replay: hand out a copy
+                return out.clone() if out.is_cuda else out
+            except Exception as exc:  # noqa: BLE001 - any compiler failure: run the module itself
+                if is_oom(exc):
+                    raise
+                self.compiled = None
+                first = (str(exc).strip().splitlines() or [""])[0][:160]
+                self.failed = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return self.module(*args, **kwargs)
 
 
 class _Repeated:
@@ -236,8 +294,9 @@ class _Progress:
 def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, device: str | torch.device = "cpu",
                        seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1, precision: str = "auto",
                        diffusion_window: int = 0, progress=None, cancel=None, consistency: bool = True,
-                       passes: int = PASSES, correction_map: bool = False,
-                       grid: GridMap | None = None) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
+                       passes: int = PASSES, correction_map: bool = False, grid: GridMap | None = None,
+                       window_batch: int = 0, compile: bool = False,
+                       ) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
     ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]; ``grid`` gives
     the output its own grid (size grid.out_size), e.g. one aligned to another raster."""
@@ -248,7 +307,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     model = model.to(dev).eval()
     C, h, w = image.shape
     engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window,
-                     consistency=consistency, passes=passes)
+                     consistency=consistency, passes=passes, window_batch=window_batch, compile=compile)
     plan = engine.plan((h, w), scale, out_size=None if grid is None else grid.out_size, grid=grid, channels=C,
                        samples=samples, seed=seed)
     H, W = plan.out_size
@@ -275,6 +334,6 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
 
 
 # The engine's public names, wherever they live.
-__all__ = ["DIFFUSION_WINDOW", "LATENT", "EngineResult", "LatentCanvas", "NoiseField", "Reader", "RunIO", "RunPlan",
-           "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
+__all__ = ["DIFFUSION_WINDOW", "LATENT", "CompiledUNet", "EngineResult", "LatentCanvas", "NoiseField", "Reader",
+           "RunIO", "RunPlan", "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
            "superresolve_array", "tile_starts"]

@@ -79,10 +79,11 @@ def reused_memory():
 
     glibc serves large allocations (above a threshold of at most 32 MiB) with a fresh mmap, whose pages the
     kernel zeroes on first touch: the engine's bands of feature maps (tens of MiB each, allocated and freed by
-    every layer) then spend more time in page faults than in arithmetic (4 s of system time in the README job; an elementwise pass over a
-    band ran 3-5x slower than with reused memory). For the duration of a run, large blocks come from the heap
-    and freed memory is kept for the next band; afterwards the defaults come back and the heap is trimmed, so
-    the process (e.g. QGIS) gets the memory back. Other C libraries: nothing changes."""
+    every layer) then spend more time in page faults than in arithmetic (4 s of system time in the README job;
+    an elementwise pass over a band ran 3-5x slower than with reused memory). For the duration of a run,
+    large blocks come from the heap and freed memory is kept for the next band; afterwards the defaults come
+    back and the heap is trimmed, so the process (e.g. QGIS) gets the memory back. Other C libraries:
+    nothing changes."""
     libc = _glibc()
     if libc is None:
         yield
@@ -116,6 +117,23 @@ def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 
     px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
     side = int(math.sqrt(max(px, 1.0))) // 64 * 64
     return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
+
+
+def unet_bytes_per_cell(model: E2DiffSR) -> float:
+    """Rough peak memory of one UNet evaluation per latent cell and image (fp32): the skip maps of every
+    level and a few working maps (measured 2.3 / 2.6 / 4.8 KiB for tiny / lite / paper)."""
+    cfg = model.cfg
+    per_level = sum(cfg.unet_channels * m / 4 ** k for k, m in enumerate(cfg.unet_channel_mult))
+    return 4.0 * per_level * (cfg.unet_num_res_blocks + 2) * 4
+
+
+def windows_per_call(model: E2DiffSR, device: torch.device, window_cells: int, batch: int) -> int:
+    """UNet windows evaluated together (one batch): 1 on a CPU, which gains nothing from larger batches; on a
+    GPU as many as a quarter of its budget holds (at most 8), so that small windows still fill the card."""
+    if device.type != "cuda":
+        return 1
+    each = unet_bytes_per_cell(model) * window_cells * max(1, batch)
+    return int(min(8, max(1, _cuda_budget(device) / 4 // each)))
 
 
 CUDA_BUDGET = 6 * 2**30  # working set aimed at on a GPU, so that a run stays under ~8 GiB whatever the raster

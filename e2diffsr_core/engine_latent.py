@@ -177,32 +177,54 @@ def tile_noise(noise: list[NoiseField], ly: int, lx: int, lat, groups: int) -> l
     return list(torch.cat(per_sample, dim=1).unbind(0))
 
 
-def diffuse(cond, plan, *, model, step, workdir: str | None = None, tick=None, cancel=None) -> LatentCanvas:
+def window_batches(lrows: list[Span], lcols: list[Span], per_call: int) -> list[list[tuple[int, int]]]:
+    """The windows (row, column) of one reverse step in batches of at most ``per_call`` windows of one shape
+    (the UNet evaluates a batch in one call). Most windows have the full window's shape; the last of a row or
+    column may be a few cells wider: those go in batches of their own. One by one (``per_call`` 1): row order."""
+    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for li, r in enumerate(lrows):
+        for lj, c in enumerate(lcols):
+            by_shape.setdefault((r.comp_stop - r.comp_start, c.comp_stop - c.comp_start), []).append((li, lj))
+    if per_call <= 1:
+        return [[(li, lj)] for li in range(len(lrows)) for lj in range(len(lcols))]
+    return [same[k:k + per_call] for same in by_shape.values() for k in range(0, len(same), per_call)]
+
+
+def diffuse(cond, plan, *, model, step, workdir: str | None = None, tick=None, cancel=None,
+            per_call: int = 1) -> LatentCanvas:
     """The reverse chain on large latent windows of the conditioning latent ``cond`` (a canvas [G, 4, LH, LW]).
     Every step is blended across windows before the next one reads it (so overlapping windows agree, as in
     MultiDiffusion), with noise indexed by global latent position. ``step(z, c, t, noise, geometry)`` is one
-    reverse step of a window; returns z0 [samples * G, 4, LH, LW]."""
+    reverse step of a batch of windows; up to ``per_call`` windows of one shape go in one batch (a GPU's
+    utilisation; the blend then sums overlaps in another order, which changes only roundings). Returns z0
+    [samples * G, 4, LH, LW]."""
     LH, LW = plan.out_size[0] // LATENT, plan.out_size[1] // LATENT
     lrows, lcols = latent_windows(LH, plan.window), latent_windows(LW, plan.window)
     noise = [NoiseField(plan.seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(plan.samples)]
     whole = Geometry.whole(plan.grid.lr_size, plan.grid.out_size, plan.grid)  # the UNet's scale inputs
+    batches = window_batches(lrows, lcols, max(1, int(per_call)))
     z = None
     for i, t in enumerate(reversed(range(model.cfg.timesteps))):
         nxt = LatentCanvas(plan.batch, model.cfg.embed_dim, LH, LW, workdir)
         try:
-            for li in range(len(lrows)):
-                ya, yb, wy = latent_ramps(lrows, li, LH, 1)
-                y0, y1 = lrows[li].comp_start, lrows[li].comp_stop
-                c_rows = cond.read(y0, y1)
-                for lj in range(len(lcols)):
-                    check_cancel(cancel)
-                    xa, xb, wx = latent_ramps(lcols, lj, LW, 1)
+            for batch in batches:
+                check_cancel(cancel)
+                zs, cs, ns = [], [], []
+                for li, lj in batch:
+                    y0, y1 = lrows[li].comp_start, lrows[li].comp_stop
                     x0, x1 = lcols[lj].comp_start, lcols[lj].comp_stop
                     noises = tile_noise(noise, y0, x0, (y1 - y0, x1 - x0), len(plan.groups))
-                    zw = noises[0] if z is None else torch.from_numpy(z.read(y0, y1, x0, x1))
-                    c = c_rows[:, :, :, x0:x1].repeat(plan.samples, 1, 1, 1)  # [S*G, 4, h, w]
-                    out = step(zw, c, t, noises[i + 1] if t > 0 else None, whole)
-                    nxt.add(ya, xa, out[:, :, ya - y0:yb - y0, xa - x0:xb - x0], wy[:, None] * wx[None, :])
+                    zs.append(noises[0] if z is None else torch.from_numpy(z.read(y0, y1, x0, x1)))
+                    cs.append(cond.read_window(y0, y1, x0, x1).repeat(plan.samples, 1, 1, 1))  # [S*G, 4, h, w]
+                    ns.append(noises[i + 1] if t > 0 else None)
+                out = step(_cat(zs), _cat(cs), t, _cat(ns) if t > 0 else None, whole)
+                n = zs[0].shape[0]
+                for k, (li, lj) in enumerate(batch):
+                    ya, yb, wy = latent_ramps(lrows, li, LH, 1)
+                    xa, xb, wx = latent_ramps(lcols, lj, LW, 1)
+                    y0, x0 = lrows[li].comp_start, lcols[lj].comp_start
+                    nxt.add(ya, xa, out[k * n:(k + 1) * n, :, ya - y0:yb - y0, xa - x0:xb - x0],
+                            wy[:, None] * wx[None, :])
                     if tick is not None:
                         tick()
         except BaseException:
@@ -213,3 +235,7 @@ def diffuse(cond, plan, *, model, step, workdir: str | None = None, tick=None, c
                 z.close()
         z = nxt
     return z
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -95,7 +95,7 @@ def superresolve_raster(
     ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
     consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
-    rows: tuple[int, int] | None = None,
+    rows: tuple[int, int] | None = None, compile: bool = False,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size),
@@ -112,7 +112,8 @@ def superresolve_raster(
     req = Request.check(input, output, scale, resolution=resolution, align_to=align_to, model=model, device=device,
                         seed=seed, bands=bands, tile=tile, samples=samples, uncertainty=uncertainty,
                         creation_options=creation_options, cog=cog, overwrite=overwrite, ranges=ranges,
-                        precision=precision, raw=raw, consistency_map=consistency_map, rows=rows)
+                        precision=precision, raw=raw, consistency_map=consistency_map, rows=rows,
+                        compile=compile)
     return run_request(req, progress=progress, cancel=cancel, log=log)
 
 
@@ -134,7 +135,7 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
                 check_scale(ratio, net.cfg.max_scale)
             # the run's temporary latents live in the output's run folder, removed however the run ends
             engine = TiledSR(net, dev, tile=req.tile, precision=req.precision,
-                             workdir=writers["output"].run_folder, consistency=not req.raw)
+                             workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile)
             plan = engine.plan((reader.height, reader.width), scale, out_size=(out_h, out_w),
                                grid=alignment.grid if alignment is not None else None, groups=reader.groups(),
                                channels=len(reader.bands), samples=req.samples, seed=req.seed, out_rows=req.rows)

@@ -39,6 +39,7 @@ class Request:
     ranges: tuple[tuple[float, float], ...] | None = None
     precision: str = "auto"
     raw: bool = False
+    compile: bool = False                           # the UNet through torch.compile (engine.CompiledUNet)
     rows: tuple[int, int] | None = None             # only these output rows (one part of a split raster)
 
     @classmethod

@@ -88,6 +88,27 @@ def test_georeferenced_output_of_the_real_sample(small, tmp_path, tiny_model_fil
     assert list(Path(tmp_path).iterdir()) == [out]
 
 
+def test_compile_flag_where_the_unet_cannot_be_compiled(small, tmp_path, tiny_model_file, capsys, monkeypatch):
+    """--compile on a machine where torch.compile fails (e.g. no C++ compiler): the output is written as
+    without the flag and the command says that the UNet ran uncompiled."""
+    import torch
+
+    def broken_compile(module, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no working C++ compiler found")
+        return call
+
+    plain = tmp_path / "plain.tif"
+    assert run_cli([small, plain, "--scale", "2", "--model", tiny_model_file], capsys)[0] == 0
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    out = tmp_path / "out.tif"
+    rc, err = run_cli([small, out, "--scale", "2", "--model", tiny_model_file, "--compile"], capsys)
+    assert rc == 0, err
+    assert "note: the UNet could not be compiled (RuntimeError: no working C++ compiler found)" in err
+    assert np.array_equal(gdal.Open(str(out)).ReadAsArray(), gdal.Open(str(plain)).ReadAsArray())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "plain.tif"]
+
+
 def test_uint16_with_nodata_and_rotation_keeps_units(tmp_path, tiny_model_file, capsys):
     rng = np.random.default_rng(0)
     arr = (rng.random((3, 30, 34)) * 10000).astype(np.uint16)
@@ -283,6 +304,6 @@ def test_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "e2diffsr_core", "superresolve", "--help"], capture_output=True,
                          text=True).stdout
     for opt in ("--scale", "--model", "--device", "--seed", "--precision", "--bands", "--tile", "--samples",
-                "--uncertainty", "--co", "--cog", "--overwrite"):
+                "--uncertainty", "--co", "--cog", "--overwrite", "--compile"):
         assert opt in out
     assert math.isfinite(1.0)

@@ -176,6 +176,69 @@ def test_diffusion_windows_leave_no_seam(model, image):
     assert psnr(whole, windowed) > 30
 
 
+def test_diffusion_windows_in_one_batch_give_the_same_result(model, image):
+    """Windows of one reverse step evaluated together (a GPU's batches) blend to the same pixels as one by one;
+    windows of another shape (a last window a few cells wider) go in a batch of their own."""
+    from e2diffsr_core.engine_device import windows_per_call
+    from e2diffsr_core.engine_latent import latent_windows, window_batches
+
+    one, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=128, window_batch=1,
+                                 precision="fp32"), image, 4.0, seed=2)
+    calls = []
+    engine = TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=128, window_batch=3, precision="fp32")
+    real_step = engine._step
+    engine._step = lambda z, *a: calls.append(z.shape[0]) or real_step(z, *a)
+    batched, _ = _run_engine(engine, image, 4.0, seed=2)
+    rows, cols = latent_windows(352 // 8, 128), latent_windows(416 // 8, 128)
+    assert len(rows) * len(cols) > 3 * 4 and max(calls) == 3
+    assert sum(calls) == len(rows) * len(cols) * model.cfg.timesteps  # every window of every step, once
+    assert np.abs(one - batched).max() < 1e-5
+    batches = window_batches(rows, cols, 3)
+    assert sorted(w for b in batches for w in b) == [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+    for b in batches:
+        shapes = {(rows[i].comp_stop - rows[i].comp_start, cols[j].comp_stop - cols[j].comp_start) for i, j in b}
+        assert len(b) <= 3 and len(shapes) == 1
+    assert [w for b in window_batches(rows, cols, 1) for w in b] == [(i, j) for i in range(len(rows))
+                                                                     for j in range(len(cols))]
+    assert windows_per_call(model, torch.device("cpu"), 256 * 256, 1) == 1  # a CPU gains nothing from batches
+
+
+def test_a_unet_that_cannot_be_compiled_runs_as_it_is_and_says_so(model, image, monkeypatch):
+    """--compile where torch.compile fails at the first call (no C++ compiler, an unsupported operator): the
+    run goes on with the module itself, same pixels, and its log says why."""
+    def broken_compile(module, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore detail")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    plain, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024, precision="fp32"), image, 2.0, seed=1)
+    logs = []
+    engine = TiledSR(model, torch.device("cpu"), tile=1024, precision="fp32", compile=True)
+    out, _ = _run_engine(engine, image, 2.0, seed=1, log=logs.append)
+    assert np.array_equal(out, plain)
+    assert any(line == "note: the UNet could not be compiled (RuntimeError: InductorError: no working C++ compiler "
+               "found); it ran uncompiled" for line in logs), logs
+
+
+def test_the_compiled_unet_gives_the_pixels_of_the_module(model, image):
+    """--compile for real (torch.compile's C++ backend on the CPU; the same code path builds CUDA graphs on a
+    GPU): the UNet runs as compiled graphs and the output agrees with the module's."""
+    from torch._dynamo.utils import counters
+
+    img = image[:, :48, :56]
+    plain, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=256, precision="fp32"),
+                           img, 4.0, seed=3)
+    logs = []
+    engine = TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=256, precision="fp32", compile=True)
+    counters.clear()
+    out, _ = _run_engine(engine, img, 4.0, seed=3, log=logs.append)
+    assert engine.unet.failed is None, engine.unet.failed
+    assert counters["stats"]["unique_graphs"] >= 1  # it did compile
+    assert not any("could not be compiled" in line for line in logs)
+    assert psnr(plain, out) > 90
+
+
 def test_large_latents_go_to_temporary_files_that_are_removed(model, image, tmp_path, monkeypatch):
     from e2diffsr_core import engine as eng
 

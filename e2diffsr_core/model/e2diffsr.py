@@ -40,11 +40,12 @@ class E2DiffSR(nn.Module):
             torch.full((batch,), geo.osize, dtype=torch.int64, device=device))
 
     def denoise_step(self, z: torch.Tensor, c: torch.Tensor, t: int, geo: Geometry,
-                     noise: torch.Tensor | None, emb: torch.Tensor | None = None):
-        """One reverse step (Algorithm 2): returns (z_{t-1}, eps, x0_hat)."""
+                     noise: torch.Tensor | None, emb: torch.Tensor | None = None, unet=None):
+        """One reverse step (Algorithm 2): returns (z_{t-1}, eps, x0_hat). ``unet``: the UNet to call instead
+        of ``self.unet`` (the same module compiled, for the inference engine)."""
         if emb is None:
             emb = self.embedding(t, geo, z.shape[0], z.device)
-        eps = self.unet(torch.cat([z, c], dim=1), None, None, None, emb=emb)
+        eps = (unet or self.unet)(torch.cat([z, c], dim=1), None, None, None, emb=emb)
         z_prev, x0 = self.schedule.step(z.float(), t, eps.float(), None if noise is None else noise.float())
         return z_prev, eps, x0
 
