@@ -18,25 +18,27 @@ from .errors import E2DiffSRError
 CL = torch.channels_last
 
 
-def read_at(fd: int, size: int, offset: int) -> bytes:
-    """``size`` bytes of the file at ``offset`` (positioned I/O: POSIX pread, a seek and reads on Windows)."""
-    parts, got = [], 0
-    while got < size:  # reads may come back short (large requests): go on from where one stopped
-        if hasattr(os, "pread"):
-            part = os.pread(fd, size - got, offset + got)
+def read_into(fd: int, buf, offset: int) -> None:
+    """Fill the writable buffer ``buf`` from the file at ``offset`` (positioned I/O: POSIX preadv straight into
+    the buffer, no intermediate copy; a seek and reads where that is missing, e.g. on Windows)."""
+    view = memoryview(buf).cast("B")
+    got = 0
+    while got < len(view):  # reads may come back short (large requests): go on from where one stopped
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [view[got:]], offset + got)
         else:
             os.lseek(fd, offset + got, os.SEEK_SET)
-            part = os.read(fd, size - got)
-        if not part:
+            part = os.read(fd, len(view) - got)
+            view[got:got + len(part)] = part
+            n = len(part)
+        if n == 0:
             raise E2DiffSRError("a temporary feature file ended early (removed during the run?); run again")
-        parts.append(part)
-        got += len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+        got += n
 
 
-def write_at(fd: int, data: bytes, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (POSIX pwrite, a seek and writes on Windows)."""
-    view = memoryview(data)
+def write_at(fd: int, data, offset: int) -> None:
+    """Write all of the buffer ``data`` at ``offset`` (POSIX pwrite, a seek and writes on Windows)."""
+    view = memoryview(data).cast("B")
     while len(view):
         if hasattr(os, "pwrite"):
             done = os.pwrite(fd, view, offset)
@@ -131,8 +133,9 @@ class FileCanvas(Canvas):
 
     def read(self, a: int, b: int) -> torch.Tensor:
         n, c, _, w = self.shape
-        raw = read_at(self.fd, self.row_bytes * (b - a), self.row_bytes * a)
-        return self._to_device(torch.frombuffer(bytearray(raw), dtype=self.dtype).view(b - a, n, w, c))
+        buf = bytearray(self.row_bytes * (b - a))
+        read_into(self.fd, buf, self.row_bytes * a)
+        return self._to_device(torch.frombuffer(buf, dtype=self.dtype).view(b - a, n, w, c))
 
     def _to_device(self, rows: torch.Tensor) -> torch.Tensor:
         """Rows [h, N, w, C] read from the file as the map's [N, C, h, w] on the compute device."""
@@ -148,16 +151,17 @@ class FileCanvas(Canvas):
             return self.read(a, b)
         seg, item = (x1 - x0) * c * self.dtype.itemsize, c * self.dtype.itemsize
         buf = bytearray(seg * n * (b - a))
+        view = memoryview(buf)
         for i, row in enumerate(range(a, b)):
             for k in range(n):
                 at = (i * n + k) * seg
-                buf[at:at + seg] = read_at(self.fd, seg, self.row_bytes * row + item * (k * w + x0))
+                read_into(self.fd, view[at:at + seg], self.row_bytes * row + item * (k * w + x0))
         rows = torch.frombuffer(buf, dtype=self.dtype).view(b - a, n, x1 - x0, c)
         return self._to_device(rows)
 
     def write(self, a: int, values: torch.Tensor) -> None:
         rows = values.detach().to(self.dtype).permute(2, 0, 3, 1).contiguous().cpu()
-        write_at(self.fd, rows.view(torch.uint8).numpy().tobytes(), self.row_bytes * a)
+        write_at(self.fd, rows.view(torch.uint8).numpy().data, self.row_bytes * a)
 
     def add(self, a: int, values: torch.Tensor) -> None:
         self.write(a, self.read(a, a + values.shape[2]) + values)

@@ -312,7 +312,7 @@ def test_feature_files_read_a_tile_s_columns_only(tmp_path, monkeypatch, posix_i
     from e2diffsr_core.engine_canvas import Canvas, FileCanvas
 
     if not posix_io:
-        monkeypatch.delattr(_os, "pread", raising=False)
+        monkeypatch.delattr(_os, "preadv", raising=False)
         monkeypatch.delattr(_os, "pwrite", raising=False)
     values = torch.randn(2, 5, 30, 41).to(dtype)
     mem = Canvas(2, 5, 30, 41, torch.device("cpu"), dtype=dtype)
