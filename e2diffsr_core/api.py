@@ -10,7 +10,7 @@ from .checkpoint import load_model
 from .errors import E2DiffSRError
 from .model import E2DiffSR, Geometry, preset
 from .model.geometry import min_side_padding
-from .rules import check_scale, output_size
+from .rules import check_scale, check_temperature, output_size
 
 __all__ = ["build_model", "check_scale", "default_model_path", "open_model", "output_size", "resolve_device",
            "superresolve_tensor"]
@@ -64,11 +64,13 @@ def open_model(model: str | Path | E2DiffSR | None, device: str | torch.device =
 
 @torch.no_grad()
 def superresolve_tensor(model: E2DiffSR, lr: torch.Tensor, scale: float, seed: int | None = 0,
-                  noises: list[torch.Tensor] | None = None) -> torch.Tensor:
+                  noises: list[torch.Tensor] | None = None, temperature: float = 1.0) -> torch.Tensor:
     """Super-resolve a batch ``lr`` [B, 3, h, w] in [0, 1] to [B, 3, int(h*s), int(w*s)] in [0, 1].
 
-    Same seed, same result (noise is drawn on the CPU, so also across devices up to kernel rounding).
-    ``noises`` replaces the seed: [z_T, n_{T-1}, ..., n_1], each [B, 4, H/8, W/8] (integer division).
+    The model's own output (no consistency correction), by default with the authors' sampling: same seed,
+    same result (noise is drawn on the CPU, so also across devices up to kernel rounding). ``noises`` replaces
+    the seed: [z_T, n_{T-1}, ..., n_1], each [B, 4, H/8, W/8] (integer division). ``temperature`` multiplies
+    the noise (0: none, the raster tools' default for one sample).
     """
     if lr.ndim != 4 or lr.shape[1] != 3:
         raise E2DiffSRError(f"expected a batch of RGB images [B, 3, H, W], got shape {tuple(lr.shape)}")
@@ -87,6 +89,6 @@ def superresolve_tensor(model: E2DiffSR, lr: torch.Tensor, scale: float, seed: i
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
     geo = Geometry.whole((x.shape[2], x.shape[3]), output_size(x.shape[2], x.shape[3], scale))
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    out = model.sample(x, geo, noises=noises, generator=generator)
+    out = model.sample(x, geo, noises=noises, generator=generator, temperature=check_temperature(temperature))
     out = out[:, :, :out_h, :out_w]
     return (out.clamp(-1, 1) * 0.5 + 0.5).float()

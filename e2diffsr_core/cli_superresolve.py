@@ -59,6 +59,10 @@ def add_parser(sub) -> None:
                    help="arithmetic (default auto: bf16 on CUDA and on CPUs with AMX, where it is faster; fp32 "
                         "on other CPUs; a seed gives the same pixels every time on one machine); fp32/bf16 force "
                         "either (bf16 and fp32 agree to about 59 dB on 8-bit output); fp16 is CUDA only")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="how much of the diffusion's noise to draw, 0 to 1 (default: 0 for one sample, the most "
+                        "faithful output; 1 with --samples 2 or more, so that samples differ); 1 is the authors' "
+                        "sampling: more invented detail, further from the truth")
     p.add_argument("--compile", action="store_true",
                    help="compile the diffusion UNet with torch.compile (CUDA graphs on a GPU) for large rasters; "
                         "the first run spends a minute or more compiling; the pixels agree with an uncompiled run "
@@ -122,7 +126,7 @@ def run(args) -> int:
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
             precision=args.precision, raw=args.raw, consistency_map=args.consistency_map,
-            progress=progress, log=log, compile=args.compile)
+            progress=progress, log=log, compile=args.compile, temperature=args.temperature)
     finally:
         bar.close()
     extra = "".join(f" and {info[k]}" for k in ("uncertainty", "consistency_map") if info[k])

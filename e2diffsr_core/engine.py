@@ -110,15 +110,18 @@ class TiledSR:
         return max(64, tile // LATENT * LATENT), 0
 
     def plan(self, lr_size, scale: float, *, out_size=None, grid: GridMap | None = None, groups=None,
-             channels: int = 3, samples: int = 1, seed: int = 0, out_rows=None) -> RunPlan:
+             channels: int = 3, samples: int = 1, seed: int = 0, out_rows=None,
+             temperature: float | None = None) -> RunPlan:
         """The checked plan of a run: ``out_size`` (h, w) overrides the scale's int(h * s) x int(w * s) (e.g. a
         target pixel size whose axes scale differently: ``scale`` then only sizes the tiles); ``grid`` places
         the output pixels on the LR grid (default: the sizes' own mapping); ``out_rows`` (first, stop) decodes
-        only those output rows (one rank's part of a split raster, split.py)."""
+        only those output rows (one rank's part of a split raster, split.py); ``temperature`` multiplies the
+        diffusion's noise (None: rules.check_temperature's default, 0 for one sample and 1 for several)."""
         n = len(groups or [[0, 1, 2]]) * samples
         return RunPlan.build(lr_size, scale, tile=self.plan_sizes(scale, n)[0],
                              window=self.diffusion_window or DIFFUSION_WINDOW, out_size=out_size, grid=grid,
-                             groups=groups, channels=channels, samples=samples, seed=seed, out_rows=out_rows)
+                             groups=groups, channels=channels, samples=samples, seed=seed, out_rows=out_rows,
+                             temperature=temperature)
 
     def run(self, read: Reader, write: Writer, lr_size: tuple[int, int], scale: float, *, combine=None,
             correction: Writer | None = None, progress=None, cancel=None, log=None, **plan) -> EngineResult:
@@ -295,7 +298,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
                        seed: int = 0, tile: int = 0, overlap: int = 0, samples: int = 1, precision: str = "auto",
                        diffusion_window: int = 0, progress=None, cancel=None, consistency: bool = True,
                        passes: int = PASSES, correction_map: bool = False, grid: GridMap | None = None,
-                       window_batch: int = 0, compile: bool = False,
+                       window_batch: int = 0, compile: bool = False, temperature: float | None = None,
                        ) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
     ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]; ``grid`` gives
@@ -309,7 +312,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window,
                      consistency=consistency, passes=passes, window_batch=window_batch, compile=compile)
     plan = engine.plan((h, w), scale, out_size=None if grid is None else grid.out_size, grid=grid, channels=C,
-                       samples=samples, seed=seed)
+                       samples=samples, seed=seed, temperature=temperature)
     H, W = plan.out_size
     out = np.zeros((C, H, W), np.float32)
     std = np.zeros((C, H, W), np.float32) if samples > 1 else None

@@ -69,8 +69,9 @@ class NoiseField:
 
     BLOCK = 32
 
-    def __init__(self, seed: int, steps: int, channels: int = 4):
+    def __init__(self, seed: int, steps: int, channels: int = 4, temperature: float = 1.0):
         self.seed, self.steps, self.channels = int(seed), steps, channels
+        self.temperature = float(temperature)  # multiplies every value (engine: the run's sampling temperature)
         self._cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _block(self, by: int, bx: int) -> np.ndarray:
@@ -93,6 +94,8 @@ class NoiseField:
                 xs, xe = max(x0, bx * b), min(x1, (bx + 1) * b)
                 out[:, :, ys - y0:ye - y0, xs - x0:xe - x0] = self._block(by, bx)[
                     :, :, ys - by * b:ye - by * b, xs - bx * b:xe - bx * b]
+        if self.temperature != 1.0:
+            out *= np.float32(self.temperature)
         return out
 
 
@@ -200,7 +203,8 @@ def diffuse(cond, plan, *, model, step, workdir: str | None = None, tick=None, c
     [samples * G, 4, LH, LW]."""
     LH, LW = plan.out_size[0] // LATENT, plan.out_size[1] // LATENT
     lrows, lcols = latent_windows(LH, plan.window), latent_windows(LW, plan.window)
-    noise = [NoiseField(plan.seed + k, model.cfg.timesteps, model.cfg.embed_dim) for k in range(plan.samples)]
+    noise = [NoiseField(plan.seed + k, model.cfg.timesteps, model.cfg.embed_dim, plan.temperature)
+             for k in range(plan.samples)]
     whole = Geometry.whole(plan.grid.lr_size, plan.grid.out_size, plan.grid)  # the UNet's scale inputs
     batches = window_batches(lrows, lcols, max(1, int(per_call)))
     z = None

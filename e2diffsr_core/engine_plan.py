@@ -48,10 +48,12 @@ class RunPlan:
     tile: int                                   # output tile side (pixels, a multiple of 8)
     window: int                                 # UNet window side (output pixels)
     out_rows: tuple[int, int] | None = None     # decode only these output rows (one rank's part)
+    temperature: float = 1.0                    # multiplies the diffusion's noise (rules.check_temperature)
 
     @classmethod
     def build(cls, lr_size, scale: float, *, tile: int, window: int, out_size=None, grid: GridMap | None = None,
-              groups=None, channels: int = 3, samples: int = 1, seed: int = 0, out_rows=None) -> RunPlan:
+              groups=None, channels: int = 3, samples: int = 1, seed: int = 0, out_rows=None,
+              temperature: float | None = None) -> RunPlan:
         """The checked plan; ``out_size`` (h, w) defaults to the scale's (rules.output_size)."""
         h, w = (int(v) for v in lr_size)
         out_size = tuple(out_size) if out_size is not None else rules.output_size(h, w, scale)
@@ -64,7 +66,8 @@ class RunPlan:
         if samples < 1 or int(samples) != samples:
             raise E2DiffSRError(f"samples must be a whole number of at least 1, got {samples}")
         return cls(grid, groups, int(channels), int(samples), int(seed), int(tile), int(window),
-                   None if out_rows is None else (int(out_rows[0]), int(out_rows[1])))
+                   None if out_rows is None else (int(out_rows[0]), int(out_rows[1])),
+                   rules.check_temperature(temperature, samples))
 
     def smaller(self) -> RunPlan:
         """The same run with tiles and windows halved (after running out of memory)."""

@@ -31,6 +31,7 @@ from .errors import E2DiffSRError
 from .eval_protocol import bicubic_pil, find_images, make_lr, read_rgb, select_split, to_model
 from .metrics import FIDMetric, LPIPSMetric, hf_ratio, psnr, ssim, to_uint8
 from .model import Geometry
+from .rules import check_temperature
 
 BICUBIC = "Bicubic"
 CONSISTENT = " + consistency"
@@ -47,11 +48,13 @@ def parse_scales(text: str) -> list[float]:
 
 
 @torch.no_grad()
-def sample_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device) -> torch.Tensor:
-    """Model output [1, 3, H, W] in [-1, 1] at exactly the HR size (not int(h*s)), whole-image geometry."""
+def sample_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
+              temperature: float = 1.0) -> torch.Tensor:
+    """Model output [1, 3, H, W] in [-1, 1] at exactly the HR size (not int(h*s)), whole-image geometry;
+    ``temperature`` multiplies the diffusion's noise (1: the authors' sampling, 0: the tools' default)."""
     lr = to_model(lr_u8)[None].to(device)
     geo = Geometry.whole((lr.shape[2], lr.shape[3]), hr_size)
-    return model.sample(lr, geo, generator=torch.Generator().manual_seed(seed))
+    return model.sample(lr, geo, generator=torch.Generator().manual_seed(seed), temperature=temperature)
 
 
 def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES) -> torch.Tensor:
@@ -63,9 +66,9 @@ def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES) -> to
 
 
 def evaluator_output(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
-                     passes: int = 0) -> np.ndarray:
+                     passes: int = 0, temperature: float = 1.0) -> np.ndarray:
     """uint8 output at the HR size; ``passes`` > 0 makes it consistent with the input first."""
-    out = sample_to(model, lr_u8, hr_size, seed, device)
+    out = sample_to(model, lr_u8, hr_size, seed, device, temperature)
     return to_uint8(consistent(out, lr_u8, passes) if passes else out)
 
 
@@ -95,11 +98,11 @@ def _timed(device, fn, *args):
     return result, time.perf_counter() - t
 
 
-def _model_outputs(nets, lr, hr_size, seed, device, passes):
+def _model_outputs(nets, lr, hr_size, seed, device, passes, temperature):
     """(method, uint8 output, seconds) of each model: raw, then made consistent (its time includes the raw's)."""
     rows = []
     for name, net in nets:
-        out, sec = _timed(device, sample_to, net, lr, hr_size, seed, device)
+        out, sec = _timed(device, sample_to, net, lr, hr_size, seed, device, temperature)
         rows.append((name, to_uint8(out), sec))
         if passes:
             fixed, extra = _timed(device, consistent, out, lr, passes)
@@ -110,12 +113,14 @@ def _model_outputs(nets, lr, hr_size, seed, device, passes):
 @dataclass(frozen=True)
 class EvalSettings:
     """What every picture is evaluated with: the scales, the device, the noise seed of picture 0 (picture i
-    uses seed + i) and the back-projection passes of the consistent rows (0: raw rows only)."""
+    uses seed + i), the back-projection passes of the consistent rows (0: raw rows only) and the sampling
+    temperature (0, the command-line tools' default for one sample; 1, the authors' sampling)."""
 
     scales: list[float]
     device: torch.device
     seed: int = 0
     passes: int = PASSES
+    temperature: float = 0.0
 
 
 class Scores:
@@ -162,7 +167,7 @@ def _score_picture(scores: Scores, hr: np.ndarray, nets, seed: int, run: EvalSet
         lr = make_lr(hr, s)
         t = time.perf_counter()
         outputs = [(BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t)]
-        outputs += _model_outputs(nets, lr, (h, w), seed, run.device, run.passes)
+        outputs += _model_outputs(nets, lr, (h, w), seed, run.device, run.passes, run.temperature)
         for name, sr, sec in outputs:
             scores.add(name, s, sr, sec, hr, lr)
     return skipped
@@ -170,11 +175,11 @@ def _score_picture(scores: Scores, hr: np.ndarray, nets, seed: int, run: EvalSet
 
 def evaluate(models: list[str], data, scales: list[float], *, split=None, subset: str = "test", device="cpu",
              seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
-             inception_weights=None, progress: bool = False, passes: int = PASSES) -> dict:
+             inception_weights=None, progress: bool = False, passes: int = PASSES, temperature: float = 0.0) -> dict:
     """The report of ``models`` on the pictures of ``data`` (one ``subset`` of ``split``) at ``scales``."""
     from .api import open_model, resolve_device
 
-    run = EvalSettings(scales, resolve_device(device), seed, passes)
+    run = EvalSettings(scales, resolve_device(device), seed, passes, check_temperature(temperature))
     files = select_split(data, find_images(data), split, subset)[:max_images]
     names = _names(models)
     nets = [(name, open_model(p, run.device)) for name, p in zip(names, models)]
@@ -188,7 +193,7 @@ def evaluate(models: list[str], data, scales: list[float], *, split=None, subset
     return {
         "protocol": "HR uint8 RGB; LR = PIL bicubic to (int(W/s), int(H/s)); output at the HR size; "
                     "PSNR/SSIM on RGB uint8 with a border of ceil(s) removed",
-        "passes": passes,
+        "passes": passes, "temperature": run.temperature,
         "data": Path(data).name, "subset": subset if split else "all", "images": len(files),
         "scales": scales, "seed": seed, "device": str(run.device), "methods": methods,
         "models": {n: Path(p).name for n, p in zip(names, models)},
@@ -262,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"back-projection passes of the consistent rows (default {PASSES}; 0: raw rows only)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature, 0 to 1 (default 0, as the command-line tools for one sample; "
+                        "1: the authors' sampling)")
     p.add_argument("--lpips-net", default="alex", choices=("alex", "vgg"),
                    help="LPIPS backbone (pyiqa's default: alex)")
     p.add_argument("--lpips-weights", help="torchvision weights file of that backbone (default: torch hub cache)")
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.model, args.data, parse_scales(args.scales), split=args.split, subset=args.subset,
                           device=args.device, seed=args.seed, max_images=args.max_images, lpips_net=args.lpips_net,
                           lpips_weights=args.lpips_weights, inception_weights=args.inception_weights, progress=True,
-                          passes=args.passes)
+                          passes=args.passes, temperature=args.temperature)
         js, md = write_report(report, args.out)
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)

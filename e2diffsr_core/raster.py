@@ -95,7 +95,7 @@ def superresolve_raster(
     ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
     consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
-    rows: tuple[int, int] | None = None, compile: bool = False,
+    rows: tuple[int, int] | None = None, compile: bool = False, temperature: float | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size),
@@ -104,7 +104,9 @@ def superresolve_raster(
     By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
     ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
     ``rows`` (first, stop): write only these rows of the output, georeferenced where they lie (one part of a
-    raster split across ranks, see split.py); they have the pixels of the whole output's rows.
+    raster split across ranks, see split.py); they have the pixels of the whole output's rows. ``temperature``
+    (0 to 1) multiplies the diffusion's noise: None gives 0 for one sample (the most faithful output) and 1 for
+    several (rules.check_temperature).
 
     Raises E2DiffSRError with a one-line message for every problem a user can fix, and Cancelled when
     ``cancel()`` returns True; in every failure no output (and no temporary file) is left behind.
@@ -113,7 +115,7 @@ def superresolve_raster(
                         seed=seed, bands=bands, tile=tile, samples=samples, uncertainty=uncertainty,
                         creation_options=creation_options, cog=cog, overwrite=overwrite, ranges=ranges,
                         precision=precision, raw=raw, consistency_map=consistency_map, rows=rows,
-                        compile=compile)
+                        compile=compile, temperature=temperature)
     return run_request(req, progress=progress, cancel=cancel, log=log)
 
 
@@ -138,10 +140,11 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
                              workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile)
             plan = engine.plan((reader.height, reader.width), scale, out_size=(out_h, out_w),
                                grid=alignment.grid if alignment is not None else None, groups=reader.groups(),
-                               channels=len(reader.bands), samples=req.samples, seed=req.seed, out_rows=req.rows)
+                               channels=len(reader.bands), samples=req.samples, seed=req.seed, out_rows=req.rows,
+                               temperature=req.temperature)
             model_desc = _describe_model(req.model, net)
             log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
-                f"output {out_w} x {out_h} px, {len(reader.bands)} band(s)")
+                f"output {out_w} x {out_h} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")
             result = engine.run_plan(plan, _engine_io(reader, writers, progress, cancel, log))
             for w in writers.values():
                 w.commit()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .api import NO_MODEL, default_model_path
 from .errors import E2DiffSRError
-from .rules import MAX_SCALE, check_precision, check_samples, check_scale, check_tile
+from .rules import MAX_SCALE, check_precision, check_samples, check_scale, check_temperature, check_tile
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Request:
     precision: str = "auto"
     raw: bool = False
     compile: bool = False                           # the UNet through torch.compile (engine.CompiledUNet)
+    temperature: float | None = None                # None: rules.check_temperature's default
     rows: tuple[int, int] | None = None             # only these output rows (one part of a split raster)
 
     @classmethod
@@ -55,6 +56,7 @@ class Request:
             raise E2DiffSRError("a raw output (--raw) has no consistency correction to map; leave out one of "
                                 "--raw and --consistency-map")
         check_precision(req.precision)
+        check_temperature(req.temperature, samples)
         tile = check_tile(req.tile)
         if sum(v is not None for v in (req.scale, req.resolution, req.align_to)) != 1:
             raise E2DiffSRError("give exactly one of a scale (--scale), a target pixel size (--resolution) or a "

@@ -110,6 +110,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     DEVICE = "DEVICE"
     SEED = "SEED"
     SAMPLES = "SAMPLES"
+    TEMPERATURE = "TEMPERATURE"
     UNCERTAINTY = "UNCERTAINTY"
     TILE_SIZE = "TILE_SIZE"
     CREATION_OPTIONS = "CREATION_OPTIONS"
@@ -204,6 +205,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.SEED, tr(LABELS["SEED"]), integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber(self.SAMPLES, tr(f"{LABELS['SAMPLES']} (averaged)"), integer,
                                          defaultValue=1, minValue=1, maxValue=_rules().MAX_SAMPLES),
+            QgsProcessingParameterNumber(
+                self.TEMPERATURE, tr(f"{LABELS['TEMPERATURE']} (0: most faithful; 1: the authors' sampling; empty: "
+                                     f"0 for one sample, 1 for several)"), QgsProcessingParameterNumber.Double,
+                defaultValue=None, optional=True, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} in output pixels (0: "
                                                             "automatic)"), integer, defaultValue=0, minValue=0),
             options,
@@ -212,6 +217,13 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterBoolean(self.RAW, tr(f"{LABELS['RAW']} (no correction towards the input)"),
                                           defaultValue=False, optional=True),
         ]
+
+    def _temperature(self, parameters, context):
+        """The Sampling temperature, or None when left empty (the engine's default for the samples asked)."""
+        value = parameters.get(self.TEMPERATURE)
+        if value is None or value == "":
+            return None
+        return self.parameterAsDouble(parameters, self.TEMPERATURE, context)
 
     def _device_entry(self, parameters):
         """(the Device list entry the value stands for, or None; a message when it stands for none)."""
@@ -239,6 +251,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 self.parameterAsInt(parameters, self.SAMPLES, context) < 2:
             return False, tr(f"The {label('UNCERTAINTY')} raster is the spread of several samples: set "
                              f"{label('SAMPLES')} to 2 or more (e.g. 4), or leave {label('UNCERTAINTY')} empty.")
+        if self._temperature(parameters, context) == 0 and self.parameterAsInt(parameters, self.SAMPLES, context) > 1:
+            return False, tr(f"Several {label('SAMPLES')} differ only with a {label('TEMPERATURE')} above 0: leave "
+                             f"{label('TEMPERATURE')} empty (several samples then use 1) or set it above 0.")
         if self.parameterAsBoolean(parameters, self.RAW, context) and \
                 outputs.given(parameters.get(self.CONSISTENCY_MAP), context):
             return False, tr(f"{label('RAW')} output has no correction to map: untick {label('RAW')} or leave "
@@ -352,6 +367,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
             tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
+            temperature=self._temperature(parameters, context),
             creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
             cog=self.parameterAsBoolean(parameters, self.COG, context),
             raw=self.parameterAsBoolean(parameters, self.RAW, context),

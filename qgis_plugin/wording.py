@@ -18,6 +18,7 @@ LABELS = {
     "DEVICE": "Device",
     "SEED": "Random seed",
     "SAMPLES": "Samples",
+    "TEMPERATURE": "Sampling temperature",
     "UNCERTAINTY": "Uncertainty",
     "TILE_SIZE": "Tile size",
     "CREATION_OPTIONS": "GeoTIFF creation options",
@@ -32,7 +33,7 @@ _FLAGS = {
     "--device": "DEVICE", "--samples": "SAMPLES", "--bands": "BANDS", "--scale": "SCALE", "--model": "MODEL",
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
     "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION", "--align-to": "ALIGN_TO",
-    "--consistency-map": "CONSISTENCY_MAP",
+    "--consistency-map": "CONSISTENCY_MAP", "--temperature": "TEMPERATURE",
 }
 
 # Whole phrases first, where a literal swap would read badly.

@@ -156,6 +156,30 @@ def test_uncertainty_raster(small, tmp_path, tiny_model_file, capsys):
     assert gdal.Open(str(tmp_path / "m.tif")).GetMetadata("IMAGE_STRUCTURE").get("LAYOUT") == "COG"
 
 
+def test_temperature_default_explicit_and_wrong(small, tmp_path, tiny_model_file, capsys):
+    """One sample draws no noise by default (the seed changes nothing, the log line says temperature 0);
+    --temperature 1 is the authors' sampling (the seed matters); a temperature out of range, or several samples
+    at temperature 0, stop with a one-line error and no output."""
+    def run(name, *extra):
+        rc, err = run_cli([small, tmp_path / name, "--scale", "2", "--model", tiny_model_file, *extra], capsys)
+        assert rc == 0, err
+        return gdal.Open(str(tmp_path / name)).ReadAsArray(), err
+
+    a, err = run("a.tif", "--seed", "1")
+    b, _ = run("b.tif", "--seed", "2")
+    assert np.array_equal(a, b) and "temperature 0" in err
+    c, err = run("c.tif", "--seed", "1", "--temperature", "1")
+    d, _ = run("d.tif", "--seed", "2", "--temperature", "1")
+    assert not np.array_equal(c, d) and not np.array_equal(a, c) and "temperature 1" in err
+    _, err = run("m.tif", "--samples", "2")
+    assert "temperature 1" in err  # several samples: the authors' sampling, so that they differ
+    for extra, expect in ((["--temperature", "2"], "temperature must be from 0 (the most faithful) to 1"),
+                          (["--temperature", "0", "--samples", "3"],
+                           "several samples differ only with a temperature above 0")):
+        rc, err = run_cli([small, tmp_path / "out.tif", "--scale", "2", "--model", tiny_model_file, *extra], capsys)
+        assert_clean_failure(rc, err, tmp_path, expect)
+
+
 @pytest.mark.parametrize("scale,expect", [("1", "greater than 1"), ("0.5", "greater than 1"),
                                           ("nan", "finite"), ("inf", "finite"), ("40", "maximum")])
 def test_bad_scale(small, tmp_path, tiny_model_file, capsys, scale, expect):

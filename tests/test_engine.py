@@ -1,6 +1,8 @@
 """Tiled inference: agreement with a whole-image pass whatever the tile, no seams, noise, cancel, OOM retry,
 temporary files."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from PIL import Image
 
 from e2diffsr_core.api import build_model
 from e2diffsr_core.engine import NoiseField, TiledSR, plan_axis, superresolve_array
-from e2diffsr_core.errors import Cancelled
+from e2diffsr_core.errors import Cancelled, E2DiffSRError
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_plan_covers_the_output_on_the_latent_grid():
         assert all(min(tile, size) <= s.comp_stop - s.comp_start < min(tile, size) + 8 for s in spans)
 
 
-def whole_pass(model, image, scale, seed):
+def whole_pass(model, image, scale, seed, temperature=1.0):
     """model.sample on the whole image with the engine's noise field."""
     from e2diffsr_core.model import Geometry
 
@@ -56,15 +58,18 @@ def whole_pass(model, image, scale, seed):
     win = NoiseField(seed, model.cfg.timesteps, model.cfg.embed_dim).window(0, out[0] // 8, 0, out[1] // 8)
     noises = [torch.from_numpy(n)[None] for n in win]
     with torch.no_grad():
-        sr = model.sample((torch.from_numpy(image)[None] - 0.5) / 0.5, Geometry.whole((h, w), out), noises=noises)
+        sr = model.sample((torch.from_numpy(image)[None] - 0.5) / 0.5, Geometry.whole((h, w), out), noises=noises,
+                          temperature=temperature)
     return (sr.clamp(-1, 1) * 0.5 + 0.5)[0].numpy()
 
 
-@pytest.mark.parametrize("scale", [2.0, 3.4, 4.0])
-def test_tiles_give_the_whole_image_pass(model, image, scale):
-    """Whole-image normalisation statistics and exact halos: the tile size does not change the result."""
-    whole = whole_pass(model, image, scale, seed=3)
-    raw = dict(seed=3, precision="fp32", consistency=False)  # the model's own output, as the whole pass
+@pytest.mark.parametrize("scale, temperature", [(2.0, 1.0), (3.4, 1.0), (4.0, 1.0), (3.4, 0.0), (4.0, 0.5)])
+def test_tiles_give_the_whole_image_pass(model, image, scale, temperature):
+    """Whole-image normalisation statistics and exact halos: the tile size does not change the result, at the
+    authors' sampling (temperature 1) and at the tools' default (0) alike."""
+    whole = whole_pass(model, image, scale, seed=3, temperature=temperature)
+    # the model's own output, as the whole pass
+    raw = dict(seed=3, precision="fp32", consistency=False, temperature=temperature)
     big, _, r1 = superresolve_array(model, image, scale, tile=2048, **raw)
     tiled, _, r2 = superresolve_array(model, image, scale, tile=64, **raw)
     assert r1.tiles == 1 and r2.tiles > 4
@@ -72,19 +77,31 @@ def test_tiles_give_the_whole_image_pass(model, image, scale):
     assert psnr(whole, big) > 90 and psnr(whole, tiled) > 90  # measured: ~120 dB (float rounding only)
     assert seam_score(tiled, r2.row_starts, r2.col_starts) < 1.1
     # with the consistency correction (the default), each tile carries the halo its back-projection needs
-    big_c, _, _ = superresolve_array(model, image, scale, tile=2048, seed=3, precision="fp32")
-    tiled_c, _, r3 = superresolve_array(model, image, scale, tile=64, seed=3, precision="fp32")
+    big_c, _, _ = superresolve_array(model, image, scale, tile=2048, seed=3, precision="fp32", temperature=temperature)
+    tiled_c, _, r3 = superresolve_array(model, image, scale, tile=64, seed=3, precision="fp32",
+                                        temperature=temperature)
     assert psnr(big_c, tiled_c) > 80 and psnr(big_c, big) < 60  # the correction changed the output
     assert seam_score(tiled_c, r3.row_starts, r3.col_starts) < 1.1
 
 
 def test_same_seed_same_result_and_samples_give_std(model, image):
-    a, _, _ = superresolve_array(model, image[:, :40, :40], 2.0, seed=1, tile=64, overlap=16)
-    b, _, _ = superresolve_array(model, image[:, :40, :40], 2.0, seed=1, tile=64, overlap=16)
-    c, _, _ = superresolve_array(model, image[:, :40, :40], 2.0, seed=2, tile=64, overlap=16)
+    img = image[:, :40, :40]
+    a, _, _ = superresolve_array(model, img, 2.0, seed=1, tile=64, overlap=16, temperature=1)
+    b, _, _ = superresolve_array(model, img, 2.0, seed=1, tile=64, overlap=16, temperature=1)
+    c, _, _ = superresolve_array(model, img, 2.0, seed=2, tile=64, overlap=16, temperature=1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    mean, std, _ = superresolve_array(model, image[:, :40, :40], 2.0, seed=1, samples=3)
+    # the default for one sample draws no noise: the seed changes nothing, and the output is not the sampled one
+    d, _, _ = superresolve_array(model, img, 2.0, seed=1, tile=64)
+    e, _, _ = superresolve_array(model, img, 2.0, seed=2, tile=64)
+    assert np.array_equal(d, e) and not np.allclose(d, a, atol=1e-3)
+    # several samples default to temperature 1: they differ, and their spread is the uncertainty
+    mean, std, _ = superresolve_array(model, img, 2.0, seed=1, samples=3)
     assert std is not None and std.shape == mean.shape and (std >= 0).all() and std.max() > 0
+    for bad, message in ((0, "several samples differ only with a temperature above 0"),
+                         (1.5, "temperature must be from 0 (the most faithful) to 1"),
+                         ("hot", "temperature must be a number from 0 to 1")):
+        with pytest.raises(E2DiffSRError, match=re.escape(message)):
+            superresolve_array(model, img, 2.0, samples=3 if bad == 0 else 1, temperature=bad)
 
 
 def test_noise_depends_only_on_global_position():

@@ -68,7 +68,10 @@ def test_provider_and_parameters(provider):
     # No bounds on the spin box (it would clamp 0 to the minimum without a word); checked with a message.
     assert scale.defaultValue() == 2.0 and scale.maximum() > 1e300
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert {"MODEL", "BANDS", "DEVICE", "SEED", "SAMPLES", "TILE_SIZE", "CREATION_OPTIONS"} <= advanced
+    assert {"MODEL", "BANDS", "DEVICE", "SEED", "SAMPLES", "TEMPERATURE", "TILE_SIZE", "CREATION_OPTIONS"} <= advanced
+    temperature = alg.parameterDefinition("TEMPERATURE")  # empty: the engine's default for the samples asked
+    assert temperature.flags() & temperature.FlagOptional and temperature.defaultValue() is None
+    assert (temperature.minimum(), temperature.maximum()) == (0.0, 1.0)
     # The Graphical Modeler cannot show an advanced output: no destination is flagged advanced.
     assert not [p.name() for p in alg.destinationParameterDefinitions() if p.flags() & p.FlagAdvanced]
     device = alg.parameterDefinition("DEVICE")

@@ -11,6 +11,7 @@ import os
 import stat
 import sys
 
+import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import (
@@ -146,6 +147,24 @@ def test_raw_output_with_a_consistency_map_is_refused_before_the_run(provider, r
               "OUTPUT": str(tmp_path / "o.tif"), "CONSISTENCY_MAP": str(tmp_path / "m.tif")}
     ok, message = alg.checkParameterValues(params, context)
     assert not ok and "'Raw model output'" in message and "'Consistency map'" in message
+
+
+def test_sampling_temperature_in_qgis(provider, rasters, tiny_model_file, tmp_path):
+    """Left empty, one sample draws no noise (the seed changes nothing); 1 is the authors' sampling (the seed
+    matters); several samples at 0 are refused in QGIS words, before the run and in a batch row alike."""
+    base = {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": "cpu"}
+
+    def pixels(name, **params):
+        run({**base, **params, "OUTPUT": str(tmp_path / name)})
+        return gdal.Open(str(tmp_path / name)).ReadAsArray()
+
+    assert np.array_equal(pixels("a.tif", SEED=1), pixels("b.tif", SEED=2))
+    assert not np.array_equal(pixels("c.tif", SEED=1, TEMPERATURE=1.0), pixels("d.tif", SEED=2, TEMPERATURE=1.0))
+    params = {**base, "SAMPLES": 2, "TEMPERATURE": 0.0, "OUTPUT": str(tmp_path / "o.tif")}
+    ok, message = algorithm().checkParameterValues(params, QgsProcessingContext())
+    assert not ok and "'Sampling temperature'" in message and "'Samples'" in message and "--" not in message
+    results, ok = algorithm().run(params, QgsProcessingContext(), Recorder())  # a batch row: refused by the run
+    assert not ok and not (tmp_path / "o.tif").exists()
 
 
 def test_a_name_given_by_the_user_is_kept(provider, rasters, tiny_model_file):

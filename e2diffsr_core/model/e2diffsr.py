@@ -60,10 +60,13 @@ class E2DiffSR(nn.Module):
 
     # -- the whole pass -----------------------------------------------------------------------------------
     def sample(self, lr: torch.Tensor, geo: Geometry, noises: list[torch.Tensor] | None = None,
-               generator: torch.Generator | None = None, record: dict | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, record: dict | None = None,
+               temperature: float = 1.0) -> torch.Tensor:
         """Super-resolve lr ([-1, 1], B x 3 x h x w) to geo.out_size; returns [-1, 1], unclamped.
 
         ``noises``: [z_T, n_{T-1}, ..., n_1] (a last n_0 is accepted and ignored: it is multiplied by 0).
+        ``temperature`` multiplies every noise (1: the authors' sampling, exactly; 0: the chain from z_T = 0
+        without added noise, the most faithful output).
         """
         c = self.condition(lr, geo)
         shape = (lr.shape[0], self.cfg.embed_dim, *geo.latent_size)
@@ -72,6 +75,8 @@ class E2DiffSR(nn.Module):
         if noises is None:
             noises = self.draw_noises(shape, generator)
         noises = [n.to(device=lr.device, dtype=torch.float32) for n in noises]
+        if temperature != 1.0:
+            noises = [n * float(temperature) for n in noises]
         z = noises[0]
         if record is not None:
             record.update(c=c, eps=[], x0=[], z=[])
