@@ -60,6 +60,27 @@ def test_beats_bicubic_at_x2_and_is_sharper_at_x4(model, sample_rgb):
     assert psnr(sr4, hr, 4) > psnr(bic4, hr, 4) - 1.0
 
 
+def test_the_default_output_beats_bicubic_at_x4_and_is_sharper(model, sample_rgb):
+    """What the tools write by default (temperature 0, consistent with the input) on the bundled sample, a
+    validation picture: closer to the truth than bicubic at x4 (measured 19.50 against 19.28 dB) and than the
+    authors' sampling (19.29 dB), and still several times sharper than bicubic."""
+    hr = sample_rgb
+    lr = make_lr(hr, 4.0)
+    lr01 = lr.transpose(2, 0, 1).astype(np.float32) / 255
+
+    def u8(x):
+        return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+
+    default = u8(superresolve_array(model, lr01, 4.0, seed=0)[0])
+    sampled = u8(superresolve_array(model, lr01, 4.0, seed=0, temperature=1)[0])
+    bicubic = np.asarray(__import__("PIL.Image", fromlist=["Image"]).fromarray(lr).resize(
+        (hr.shape[1], hr.shape[0]), 3))
+    assert default.shape == hr.shape
+    assert psnr(default, hr, 4) > psnr(bicubic, hr, 4) + 0.1
+    assert psnr(default, hr, 4) > psnr(sampled, hr, 4) + 0.1
+    assert hf_ratio(default, hr, 4) > 3 * hf_ratio(bicubic, hr, 4)
+
+
 def test_tiled_and_whole_runs_show_no_seam(model, sample_rgb):
     img = sample_rgb[100:196, 150:246].transpose(2, 0, 1).astype(np.float32) / 255
     # the authors' sampling (temperature 1), so that another seed is another result to compare with
