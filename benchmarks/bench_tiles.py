@@ -57,7 +57,7 @@ def main() -> None:
     y0, x0 = (full.shape[1] - args.crop) // 2, (full.shape[2] - args.crop) // 2
     image = np.ascontiguousarray(full[:, y0:y0 + args.crop, x0:x0 + args.crop])
     model = open_model(None, "cpu")
-    run = dict(seed=args.seed, consistency=False)
+    run = dict(seed=args.seed, consistency=False, temperature=1.0)  # the authors' sampling, as whole_pass
     whole = whole_pass(model, image, args.scale, args.seed)
     big = max(int(args.crop * args.scale) + 64, 2048)
     out = {}
