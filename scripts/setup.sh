@@ -9,13 +9,14 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_apt=0
-for p in qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv xvfb xauth; do
+# python3-dev and g++: torch.compile's C++ backend (--compile on a CPU, and its test) builds kernels against them
+for p in qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv python3-dev g++ xvfb xauth; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv xvfb xauth
+    qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-venv python3-dev g++ xvfb xauth
 fi
 
 # PyQGIS imports only in Debian's Python, not in another python3 that may be first on PATH.
