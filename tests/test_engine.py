@@ -220,6 +220,23 @@ def test_diffusion_windows_in_one_batch_give_the_same_result(model, image):
     assert windows_per_call(model, torch.device("cpu"), 256 * 256, 1) == 1  # a CPU gains nothing from batches
 
 
+def test_a_gpu_evaluates_as_many_unet_windows_at_once_as_a_quarter_of_its_budget_holds(monkeypatch):
+    """The GPU's window batches from its memory budget (checked without a GPU: the budget is stubbed): the
+    paper-size UNet's 256 x 256 cell windows, 3 in 1.5 GiB; small windows at most 8; never fewer than 1."""
+    from e2diffsr_core import engine_device
+    from e2diffsr_core.engine_device import unet_bytes_per_cell, windows_per_call
+
+    paper, cuda = build_model("paper"), torch.device("cuda")
+    per_window = unet_bytes_per_cell(paper) * 256 * 256
+    assert 4.5 * 2**10 * 256 * 256 < per_window < 8 * 2**10 * 256 * 256  # measured: 4.7-5.8 KiB a cell
+    monkeypatch.setattr(engine_device, "_cuda_budget", lambda device: 6 * 2**30)
+    assert windows_per_call(paper, cuda, 256 * 256, 1) == int(1.5 * 2**30 // per_window) == 3
+    assert windows_per_call(paper, cuda, 32 * 32, 1) == 8
+    assert windows_per_call(paper, cuda, 256 * 256, 8) == 1  # 8 samples of one window already fill it
+    monkeypatch.setattr(engine_device, "_cuda_budget", lambda device: 2**20)
+    assert windows_per_call(paper, cuda, 256 * 256, 1) == 1
+
+
 def test_a_unet_that_cannot_be_compiled_runs_as_it_is_and_says_so(model, image, monkeypatch):
     """--compile where torch.compile fails at the first call (no C++ compiler, an unsupported operator): the
     run goes on with the module itself, same pixels, and its log says why."""
