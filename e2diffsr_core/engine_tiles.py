@@ -41,7 +41,10 @@ class TileDecoder:
         lx, ly, lw, lh = skip_window(ext, plan.grid)
         data, valid = self.io.read(lx, ly, lw, lh)
         lr01 = np.ascontiguousarray(data[np.array(plan.groups)], np.float32)  # [G, 3, lh, lw]
-        lr = (torch.from_numpy(lr01).to(self.device) - 0.5) / 0.5
+        lr = torch.from_numpy(lr01)
+        if self.device.type == "cuda":  # page-locked: the copy to the card does not wait for the host
+            lr = lr.pin_memory()
+        lr = (lr.to(self.device, non_blocking=True) - 0.5) / 0.5
         out = csum_tile(self.st, self.csum, self.feats, lr.repeat(plan.samples, 1, 1, 1), (ly, lx), ext,
                         plan.grid, self.level_w)
         out = (out.clamp(-1, 1) * 0.5 + 0.5).float().cpu().numpy()  # [S*G, 3, eh, ew]
