@@ -18,6 +18,7 @@ from osgeo import gdal
 
 from .api import default_model_path
 from .errors import E2DiffSRError
+from .rules import check_temperature
 
 RECORDS = ".e2diffsr-batch"
 _PATTERN_CHARS = set("*?[")
@@ -102,10 +103,19 @@ def _identity(path: str) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+# Options that change how a result is computed, not the result: a complete output stays complete.
+HOW_NOT_WHAT = {"compile"}
+
+
 def fingerprint(input_path: str, options: dict, model: dict) -> dict:
     """What the output depends on; a record with another fingerprint describes another result."""
     # the model file is known by its identity, not by how the command line spelt its path
-    options = {k: v for k, v in options.items() if k != "model"}
+    options = {k: v for k, v in options.items() if k != "model" and k not in HOW_NOT_WHAT}
+    if "temperature" in options:  # the default spelt out: the same result as leaving it out
+        try:
+            options["temperature"] = check_temperature(options["temperature"], options.get("samples", 1))
+        except E2DiffSRError:
+            pass  # the run itself reports it
     return {"input": {"name": Path(input_path).name, **_identity(input_path)},
             "options": json.loads(json.dumps(options)), "model": model}
 

@@ -169,6 +169,10 @@ def test_outputs_are_redone_only_when_their_input_or_options_change(tmp_path, ca
     rc, log, _ = run_batch(args, capsys)
     assert rc == 0 and status_lines(log) == {"field.tif": "skipped"}
     assert out.stat().st_mtime_ns == first[0]
+    # how it is computed (--compile) and the default temperature spelt out do not make another result
+    rc, log, _ = run_batch([*args, "--compile", "--temperature", "0"], capsys)
+    assert rc == 0 and status_lines(log) == {"field.tif": "skipped"}
+    assert out.stat().st_mtime_ns == first[0]
 
     # another sampling is another result: the old file is not replaced without --overwrite
     rc, log, _ = run_batch([*args, "--seed", "3", "--temperature", "1"], capsys)
