@@ -184,12 +184,12 @@ def window_batches(lrows: list[Span], lcols: list[Span], per_call: int) -> list[
     """The windows (row, column) of one reverse step in batches of at most ``per_call`` windows of one shape
     (the UNet evaluates a batch in one call). Most windows have the full window's shape; the last of a row or
     column may be a few cells wider: those go in batches of their own. One by one (``per_call`` 1): row order."""
+    if per_call <= 1:
+        return [[(li, lj)] for li in range(len(lrows)) for lj in range(len(lcols))]
     by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for li, r in enumerate(lrows):
         for lj, c in enumerate(lcols):
             by_shape.setdefault((r.comp_stop - r.comp_start, c.comp_stop - c.comp_start), []).append((li, lj))
-    if per_call <= 1:
-        return [[(li, lj)] for li in range(len(lrows)) for lj in range(len(lcols))]
     return [same[k:k + per_call] for same in by_shape.values() for k in range(0, len(same), per_call)]
 
 

@@ -40,7 +40,7 @@ class Request:
     precision: str = "auto"
     raw: bool = False
     compile: bool = False                           # the UNet through torch.compile (engine.CompiledUNet)
-    temperature: float | None = None                # None: rules.check_temperature's default
+    temperature: float | None = None                # None: rules.check_temperature's default (check: resolved)
     rows: tuple[int, int] | None = None             # only these output rows (one part of a split raster)
 
     @classmethod
@@ -56,7 +56,7 @@ class Request:
             raise E2DiffSRError("a raw output (--raw) has no consistency correction to map; leave out one of "
                                 "--raw and --consistency-map")
         check_precision(req.precision)
-        check_temperature(req.temperature, samples)
+        temperature = check_temperature(req.temperature, samples)
         tile = check_tile(req.tile)
         if sum(v is not None for v in (req.scale, req.resolution, req.align_to)) != 1:
             raise E2DiffSRError("give exactly one of a scale (--scale), a target pixel size (--resolution) or a "
@@ -64,7 +64,7 @@ class Request:
         scale = None if req.scale is None else check_scale(req.scale, MAX_SCALE)
         if req.model is None and default_model_path() is None:
             raise E2DiffSRError(NO_MODEL)
-        return replace(req, samples=samples, tile=tile, scale=scale,
+        return replace(req, samples=samples, tile=tile, scale=scale, temperature=temperature,
                        resolution=None if req.resolution is None else tuple(req.resolution),
                        bands=None if req.bands is None else tuple(req.bands),
                        ranges=None if req.ranges is None else tuple(tuple(r) for r in req.ranges),
