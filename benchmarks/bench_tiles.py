@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from e2diffsr_core.api import open_model  # noqa: E402
 from e2diffsr_core.engine import NoiseField, superresolve_array  # noqa: E402
-from e2diffsr_core.engine_device import cpu_has_amx  # noqa: E402
+from e2diffsr_core.engine.device import cpu_has_amx  # noqa: E402
 from e2diffsr_core.model import Geometry  # noqa: E402
 
 

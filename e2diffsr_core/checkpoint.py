@@ -1,6 +1,6 @@
 """Our self-describing checkpoint: safe loading (never runs code) and atomic saving.
 
-The authors' (LDCSR) Lightning checkpoints are converted by :mod:`e2diffsr_core.convert_official`.
+The authors' (LDCSR) Lightning checkpoints are converted by :mod:`e2diffsr_core.tools.convert_official`.
 """
 
 from __future__ import annotations

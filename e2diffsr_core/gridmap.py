@@ -5,7 +5,7 @@ pixel g is centred on LR coordinate (g + 0.5) * n_lr / n_out - 0.5. An output al
 grid (``--align-to``) has its own pixel size and starts a fraction of a pixel before the input: its
 ``step`` (LR pixels per output pixel) and ``shift`` (where its first pixel edge lies on the LR grid, in LR
 pixels) are given. The model's resizes (model/geometry.py), the engine's tile and LR windows
-(engine_decode.py, engine.py), the consistency correction (consistency.py) and the raster reader's masks
+(engine/decode.py, engine/tiled.py), the consistency correction (engine/consistency.py) and the raster reader's masks
 all ask an :class:`AxisMap` rather than recomputing the ratio of the sizes; with the default mapping each of
 them computes exactly what it computed before (same expressions, so the same floating-point results).
 """

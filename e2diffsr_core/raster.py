@@ -104,7 +104,7 @@ def superresolve_raster(
     By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
     ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
     ``rows`` (first, stop): write only these rows of the output, georeferenced where they lie (one part of a
-    raster split across ranks, see split.py); they have the pixels of the whole output's rows. ``temperature``
+    raster split across ranks, see scale_out/split.py); they have the pixels of the whole output's rows. ``temperature``
     (0 to 1) multiplies the diffusion's noise: None gives 0 for one sample (the most faithful output) and 1 for
     several (rules.check_temperature).
 

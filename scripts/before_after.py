@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from e2diffsr_core.api import open_model
 from e2diffsr_core.engine import superresolve_array
-from e2diffsr_core.metrics import psnr
+from e2diffsr_core.evaluation.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 

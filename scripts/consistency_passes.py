@@ -18,9 +18,9 @@ import sys
 import numpy as np
 
 from e2diffsr_core.api import open_model
-from e2diffsr_core.eval_protocol import find_images, make_lr, read_rgb, select_split
-from e2diffsr_core.evaluate import consistent, parse_scales, psnr_to_input, sample_to
-from e2diffsr_core.metrics import psnr, to_uint8
+from e2diffsr_core.evaluation.evaluate import consistent, parse_scales, psnr_to_input, sample_to
+from e2diffsr_core.evaluation.metrics import psnr, to_uint8
+from e2diffsr_core.evaluation.protocol import find_images, make_lr, read_rgb, select_split
 
 
 def measure(model, files, scales, max_passes: int, seed: int = 0) -> dict:

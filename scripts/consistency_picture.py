@@ -19,8 +19,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from e2diffsr_core.api import open_model
-from e2diffsr_core.consistency import psnr_to_input
 from e2diffsr_core.engine import superresolve_array
+from e2diffsr_core.engine.consistency import psnr_to_input
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 4

@@ -9,8 +9,8 @@ from osgeo import gdal, osr
 from PIL import Image
 
 from e2diffsr_core.__main__ import main
-from e2diffsr_core.consistency import psnr_to_input
 from e2diffsr_core.engine import NoiseField, superresolve_array
+from e2diffsr_core.engine.consistency import psnr_to_input
 from e2diffsr_core.errors import E2DiffSRError
 from e2diffsr_core.gridmap import AxisMap, GridMap
 from e2diffsr_core.raster import superresolve_raster

@@ -10,9 +10,9 @@ from osgeo import gdal
 from e2diffsr_core.__main__ import main
 from e2diffsr_core.api import default_model_path, open_model
 from e2diffsr_core.engine import superresolve_array
-from e2diffsr_core.eval_protocol import make_lr
-from e2diffsr_core.evaluate import evaluator_output
-from e2diffsr_core.metrics import hf_ratio, psnr
+from e2diffsr_core.evaluation.evaluate import evaluator_output
+from e2diffsr_core.evaluation.metrics import hf_ratio, psnr
+from e2diffsr_core.evaluation.protocol import make_lr
 from e2diffsr_core.model import preset
 
 SAMPLE = Path(__file__).resolve().parents[1] / "e2diffsr_core" / "data" / "sample.tif"

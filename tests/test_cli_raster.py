@@ -77,7 +77,7 @@ def test_georeferenced_output_of_the_real_sample(small, tmp_path, tiny_model_fil
         gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand]
     # the footprint is the same
     assert gs[0] + 40 * gs[1] == pytest.approx(gd[0] + 104 * gd[1])
-    from e2diffsr_core.engine_device import cpu_has_amx
+    from e2diffsr_core.engine.device import cpu_has_amx
 
     # the line names the arithmetic: bf16 on a CPU with AMX, fp32 on others
     assert f"device: cpu ({'bf16' if cpu_has_amx() else 'fp32'})" in err and "tile:" in err

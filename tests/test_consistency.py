@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from e2diffsr_core.consistency import Placement, back_project, halo, psnr_to_input, reduce
+from e2diffsr_core.engine.consistency import Placement, back_project, halo, psnr_to_input, reduce
 from e2diffsr_core.errors import E2DiffSRError
 
 

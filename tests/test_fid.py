@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from e2diffsr_core import metrics
 from e2diffsr_core.checkpoint import save_model
-from e2diffsr_core.evaluate import evaluate
-from e2diffsr_core.metrics import FIDMetric, tf_resize
+from e2diffsr_core.evaluation import metrics
+from e2diffsr_core.evaluation.evaluate import evaluate
+from e2diffsr_core.evaluation.metrics import FIDMetric, tf_resize
 from e2diffsr_core.model import E2DiffSR, preset
 
 DATA = Path(__file__).parent / "data"

@@ -7,8 +7,8 @@ import torch
 
 from e2diffsr_core.__main__ import main
 from e2diffsr_core.checkpoint import load_model
-from e2diffsr_core.convert_official import convert_official_state
 from e2diffsr_core.model import Geometry, preset
+from e2diffsr_core.tools.convert_official import convert_official_state
 
 # Measured agreement here (torch 2.14.1, 2 threads) vs. the fixture (torch 2.13.0+cpu): images <= 1.9e-6,
 # latents <= 1.4e-4 (|z| ~ 70, i.e. 2e-6 relative; the t=3 step multiplies eps by ~20). The mistakes the

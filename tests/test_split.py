@@ -145,7 +145,7 @@ def test_what_split_cannot_do_is_refused_before_any_work(tmp_path, tiny_model_fi
 
 
 def test_bands_are_whole_tile_rows_as_equal_as_possible():
-    from e2diffsr_core.split import part_rows
+    from e2diffsr_core.scale_out.split import part_rows
 
     assert part_rows(144, 64, 2) == [(0, 64), (64, 144)]
     assert part_rows(1000, 64, 3) == [(0, 320), (320, 640), (640, 1000)]

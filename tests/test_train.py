@@ -14,7 +14,7 @@ from PIL import Image
 
 from e2diffsr_core.api import superresolve_tensor
 from e2diffsr_core.checkpoint import load_model, save_model
-from e2diffsr_core.eval_protocol import find_images, select_split
+from e2diffsr_core.evaluation.protocol import find_images, select_split
 from e2diffsr_core.model import E2DiffSR
 from e2diffsr_core.train import load_config, main
 from e2diffsr_core.train.data import PairDataset, ScaleBatchSampler

@@ -72,9 +72,9 @@ def steps(run: Path) -> int:
 def score(model: Path, data: Path, scale: float, crop: int) -> tuple[float, float]:
     """Mean PSNR of ``model`` and of bicubic on the centre crops of the validation pictures at ``scale``."""
     from e2diffsr_core.api import open_model
-    from e2diffsr_core.eval_protocol import bicubic_pil, make_lr, read_rgb
-    from e2diffsr_core.evaluate import evaluator_output
-    from e2diffsr_core.metrics import psnr
+    from e2diffsr_core.evaluation.evaluate import evaluator_output
+    from e2diffsr_core.evaluation.metrics import psnr
+    from e2diffsr_core.evaluation.protocol import bicubic_pil, make_lr, read_rgb
 
     net = open_model(str(model), "cpu")
     ours, bic = [], []

@@ -51,7 +51,7 @@ fi
 "$PY" -m e2diffsr_core export --model "$RUN/s2/model.pt" --out "$RUN/e2diffsr_lite.pt" --half
 echo "$INIT" > "$RUN/started_from.txt"
 ln -sfn "$(basename "$RUN")" "$RUNS/latest"
-"$PY" -m e2diffsr_core.evaluate --model "$RUN/e2diffsr_lite.pt" --model "$BUNDLED" --data "$DATA" \
+"$PY" -m e2diffsr_core.evaluation --model "$RUN/e2diffsr_lite.pt" --model "$BUNDLED" --data "$DATA" \
   --split "$DATA/split.json" --subset val --scales 2,3.4,4,8 --out "$RUN/report" --device "$DEV"
 echo "done in ${SECONDS} s; review $RUN/report.md, then copy $RUN/e2diffsr_lite.pt to e2diffsr_core/weights/" \
   "and update the model card"

@@ -3,7 +3,7 @@
 Every random choice of batch ``g`` (the images, the scale, each crop and flip) is a pure function of
 (seed, g, rank), so the data order does not depend on the number of worker processes and a resumed run
 continues with exactly the batches it would have seen. Reading pictures, the degradation and the validation
-crops are the evaluator's protocol (``e2diffsr_core.eval_protocol``).
+crops are the evaluator's protocol (``e2diffsr_core.evaluation.protocol``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import E2DiffSRError
-from ..eval_protocol import bicubic_pil, image_size, read_rgb, to_model
+from ..evaluation.protocol import bicubic_pil, image_size, read_rgb, to_model
 
 
 def check_sizes(files: list[Path], need: int, why: str) -> None:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..checkpoint import FORMAT, load_state, safe_load
 from ..errors import E2DiffSRError
-from ..eval_protocol import find_images, select_split, validation_items
+from ..evaluation.protocol import find_images, select_split, validation_items
 from ..model import E2DiffSR, ModelConfig
 from .config import TrainConfig
 from .data import PairDataset, ScaleBatchSampler, check_sizes, make_loader

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..checkpoint import save_model
-from ..metrics import make_lpips
+from ..evaluation.metrics import make_lpips
 from ..model import E2DiffSR, Geometry
 from .common import StageBase, adam_for, clip_and_check
 from .config import TrainConfig

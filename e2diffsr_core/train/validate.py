@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..eval_protocol import bicubic_pil, to_model
-from ..metrics import psnr, to_uint8
+from ..evaluation.metrics import psnr, to_uint8
+from ..evaluation.protocol import bicubic_pil, to_model
 
 
 @torch.no_grad()

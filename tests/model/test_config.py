@@ -2,8 +2,8 @@
 
 import pytest
 
-from e2diffsr_core.inspect_model import flops_per_output_pixel, parameter_counts
 from e2diffsr_core.model import E2DiffSR, preset
+from e2diffsr_core.tools.inspect_model import flops_per_output_pixel, parameter_counts
 
 
 def test_paper_preset_has_the_papers_31_25M_inference_parameters():

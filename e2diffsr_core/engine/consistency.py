@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import E2DiffSRError
-from .gridmap import AxisMap, GridMap
+from ..errors import E2DiffSRError
+from ..gridmap import AxisMap, GridMap
 
 PASSES = 3  # the trade-off of 1 to 5 passes on the validation pictures: scripts/consistency_passes.py
 A = -0.5  # PIL's bicubic (Keys) parameter; torch's antialiased bicubic uses the same

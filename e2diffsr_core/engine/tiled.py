@@ -1,15 +1,15 @@
 """Super-resolution of images of any size with bounded memory and without seams (docs/design.md, "Tiling").
 
 Every part of the model is computed once per pixel of its own grid, in three phases:
-1. CondNet, layer by layer over the whole output in bands of rows (engine_stream), with whole-image
+1. CondNet, layer by layer over the whole output in bands of rows (stream), with whole-image
    GroupNorm statistics;
-2. the reverse diffusion chain on large windows of the global latent (engine_latent), with noise indexed by
+2. the reverse diffusion chain on large windows of the global latent (latent), with noise indexed by
    global latent position;
 3. the decoder's prior branch and LR-grid features, streamed the same way, then its CSUM and bicubic skip on
-   exact output tiles (engine_tiles), each corrected for consistency with the input and written at once.
+   exact output tiles (tiles), each corrected for consistency with the input and written at once.
 
-A run is described by one frozen :class:`RunPlan` (engine_plan); memory is bounded by the tile and a share
-of the memory budget (engine_device), never by the raster's area.
+A run is described by one frozen :class:`RunPlan` (plan); memory is bounded by the tile and a share
+of the memory budget (device), never by the raster's area.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import E2DiffSRError
+from ..gridmap import GridMap
+from ..model import E2DiffSR, Geometry
+from .canvas import Canvas, Store
 from .consistency import PASSES
-from .engine_canvas import Canvas, Store
-from .engine_decode import bicubic_rows, run_lr_features
-from .engine_device import (
+from .decode import bicubic_rows, run_lr_features
+from .device import (
     auto_tile,
     autocast_dtype,
     feature_budget,
@@ -32,7 +35,7 @@ from .engine_device import (
     set_cpu_threads,
     windows_per_call,
 )
-from .engine_latent import (
+from .latent import (
     DIFFUSION_WINDOW,
     LATENT,
     LatentCanvas,
@@ -43,12 +46,9 @@ from .engine_latent import (
     latent_windows,
     plan_axis,
 )
-from .engine_plan import Reader, RunIO, RunPlan, Writer, tile_starts
-from .engine_stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
-from .engine_tiles import TileDecoder
-from .errors import E2DiffSRError
-from .gridmap import GridMap
-from .model import E2DiffSR, Geometry
+from .plan import Reader, RunIO, RunPlan, Writer, tile_starts
+from .stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
+from .tiles import TileDecoder
 
 # Phase weights for progress reporting (CondNet, diffusion, decoder), roughly their share of the work.
 PHASES = (0.3, 0.1, 0.6)
@@ -71,7 +71,7 @@ class TiledSR:
 
     ``tile`` bounds the working set (output tiles of tile x tile pixels, bands of about as many pixels; 0:
     from free memory); ``consistency`` back-projects every tile onto the input (``passes`` passes).
-    ``window_batch``: UNet windows per call (0: engine_device.windows_per_call); ``compile``: the UNet through
+    ``window_batch``: UNet windows per call (0: device.windows_per_call); ``compile``: the UNet through
     ``torch.compile`` (its windows all have one shape; on CUDA as CUDA graphs), falling back to the module
     itself, with a log line, where compilation fails.
     """
@@ -81,7 +81,7 @@ class TiledSR:
                  workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
                  passes: int = PASSES, window_batch: int = 0, compile: bool = False):
         self.model = model
-        # back-project every output tile onto the input (consistency.py); 0 passes: the model's own output
+        # back-project every output tile onto the input (consistency); 0 passes: the model's own output
         self.passes = int(passes) if consistency else 0
         self.device = device
         self.tile = int(tile)
@@ -115,7 +115,7 @@ class TiledSR:
         """The checked plan of a run: ``out_size`` (h, w) overrides the scale's int(h * s) x int(w * s) (e.g. a
         target pixel size whose axes scale differently: ``scale`` then only sizes the tiles); ``grid`` places
         the output pixels on the LR grid (default: the sizes' own mapping); ``out_rows`` (first, stop) decodes
-        only those output rows (one rank's part of a split raster, split.py); ``temperature`` multiplies the
+        only those output rows (one rank's part of a split raster, scale_out.split); ``temperature`` multiplies the
         diffusion's noise (None: rules.check_temperature's default, 0 for one sample and 1 for several)."""
         n = len(groups or [[0, 1, 2]]) * samples
         return RunPlan.build(lr_size, scale, tile=self.plan_sizes(scale, n)[0],
@@ -148,7 +148,7 @@ class TiledSR:
                     io.log(f"out of memory: retrying with {plan.tile} px tiles")
 
     def _store(self, tile: int) -> Store:
-        """Where this run's whole-image feature maps live (engine_device.feature_budget)."""
+        """Where this run's whole-image feature maps live (device.feature_budget)."""
         return Store(self.device, feature_budget(self.device, self.ram_budget, tile if self.tile else 0),
                      self.workdir, self.map_dtype)
 
@@ -303,7 +303,7 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
     ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]; ``grid`` gives
     the output its own grid (size grid.out_size), e.g. one aligned to another raster."""
-    from .api import check_scale, resolve_device
+    from ..api import check_scale, resolve_device
 
     scale = check_scale(scale, model.cfg.max_scale)
     dev = resolve_device(device)

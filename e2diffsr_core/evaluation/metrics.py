@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import E2DiffSRError
+from ..errors import E2DiffSRError
 
 # torchvision's file names in the torch hub cache (<torch.hub.get_dir()>/checkpoints/)
 HUB_FILES = {

@@ -1,6 +1,6 @@
 """The decoder's LR-grid features over the whole image, then its CSUM on output tiles.
 
-The LR-grid features (head, modulation by the prior maps, FRUs) are streamed passes (engine_stream). The
+The LR-grid features (head, modulation by the prior maps, FRUs) are streamed passes (stream). The
 CSUM (paper Eq. 8-9) then runs per output tile: each of its levels (LR grid x1, x2, x4, x8) is computed
 only over the LR region its bilinear resize reads for this tile plus one pixel per 3 x 3 conv above it, and
 the per-pixel fusion needs no halo at all, so tiles are exact, need no overlap and no blending.
@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine_canvas import Canvas
-from .engine_stream import Streamer, run_fru
-from .gridmap import GridMap
-from .model import Geometry
-from .model.geometry import latent_index
+from ..gridmap import GridMap
+from ..model import Geometry
+from ..model.geometry import latent_index
+from .canvas import Canvas
+from .stream import Streamer, run_fru
 
 
 def nearest_rows(mp: Canvas, a: int, b: int, grid: GridMap) -> torch.Tensor:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .engine_canvas import Canvas, Moments, Store
-from .errors import Cancelled
+from ..errors import Cancelled
+from .canvas import Canvas, Moments, Store
 
 
 def _swish(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Where and how precisely a run computes: autocast precision, CPU threads, tile size from free memory.
 
-The engine (engine.py) asks these once per run; nothing here depends on the raster being processed.
+The engine (tiled) asks these once per run; nothing here depends on the raster being processed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import platform
 
 import torch
 
-from .model import E2DiffSR
+from ..model import E2DiffSR
 
 
 def cpu_has_amx() -> bool:

@@ -16,7 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .api import resolve_device
+from ..api import resolve_device
 
 # Ranks wait for each other by polling the store, never in a collective: a rank may spend hours on one
 # large raster, far longer than any collective timeout.

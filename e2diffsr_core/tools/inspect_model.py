@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import E2DiffSR, Geometry
+from ..model import E2DiffSR, Geometry
 
 
 def _count(*mods: nn.Module) -> int:

@@ -10,9 +10,7 @@ comes out the same whichever rank or however many ranks ran it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
 import inspect
 import math
 import os
@@ -21,60 +19,15 @@ import sys
 import threading
 import time
 
-from . import batch_plan as plan
-from .api import check_scale
-from .errors import Cancelled, E2DiffSRError
+from ..api import check_scale
+from ..errors import Cancelled, E2DiffSRError
+from . import plan
 
 # set per file, not taken from the command line as they are
 _PER_FILE = {"input", "output", "uncertainty", "device", "overwrite", "progress", "cancel", "log"}
-_HELP = {
-    "overwrite": "replace outputs that exist but are not complete results of these inputs and options "
-                 "(complete ones are always skipped)",
-    "quiet": "print only the summary, no line per raster",
-}
-
-
-def _superresolve_options() -> list[argparse.Action]:
-    """The options of `superresolve` itself, so that both commands always accept the same ones."""
-    from .cli_superresolve import add_parser as add_single
-
-    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
-    add_single(sub)
-    actions = []
-    for action in sub.choices["superresolve"]._actions:
-        if not action.option_strings or action.dest in ("help", "uncertainty"):
-            continue
-        action = copy.copy(action)
-        action.help = _HELP.get(action.dest, action.help)
-        actions.append(action)
-    return actions
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "superresolve-batch", help="super-resolve many rasters into a folder (resumable; torchrun for many GPUs)",
-        description="Super-resolve every input into OUT_DIR/<input name>.tif with the options of "
-                    "`superresolve`. Run the same command again to finish an interrupted batch: complete "
-                    "outputs are skipped. Under torchrun the ranks share the rasters, largest first.")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="input rasters or quoted patterns such as 'tiles/*.tif' or 'survey/**/*.tif'")
-    p.add_argument("--inputs-from", metavar="FILE", help="text file with one input path a line")
-    p.add_argument("--out-dir", required=True, help="folder for the outputs (created when missing)")
-    for action in _superresolve_options():
-        p._add_action(action)
-    p.add_argument("--split", action="store_true",
-                   help="for very large rasters: split each raster across all the ranks in bands of tile rows; "
-                        "writes OUT_DIR/<name>.vrt over the parts in OUT_DIR/<name>_parts/, or with --cog one "
-                        "OUT_DIR/<name>.tif (needs a north-up geotransform)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads per process (default: all cores, split between the ranks of a machine); "
-                        "results are identical for the same seed and the same number of threads")
-    p.set_defaults(func=run)
-
-
 def raster_options(args) -> dict:
     """The keyword arguments of superresolve_raster that the command line sets, the same for every file."""
-    from .raster import superresolve_raster
+    from ..raster import superresolve_raster
 
     params = inspect.signature(superresolve_raster).parameters
     options = {name: getattr(args, name) for name in params if name not in _PER_FILE and hasattr(args, name)}
@@ -156,7 +109,7 @@ class _Worker:
         return "failed", reason, round(time.perf_counter() - t0, 3), f"FAILED: {reason}"
 
     def _superresolve(self, src: str, out: str) -> dict:
-        from .raster import superresolve_raster
+        from ..raster import superresolve_raster
 
         # what a killed rank left behind is removed by the writer (its run folder's lock is free)
         try:

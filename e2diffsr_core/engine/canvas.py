@@ -1,6 +1,6 @@
 """Whole-image feature maps kept by rows, and running normalisation statistics.
 
-The streamed passes of the engine (engine_stream) read and write feature maps one band of rows at a time.
+The streamed passes of the engine (stream) read and write feature maps one band of rows at a time.
 A :class:`Canvas` holds one such map for the whole image: in memory when small, otherwise in a temporary
 file written and read with plain positioned I/O (rows first, so that a band is one contiguous read), so the
 process's resident memory stays bounded whatever the raster's area.
@@ -13,7 +13,7 @@ import tempfile
 
 import torch
 
-from .errors import E2DiffSRError
+from ..errors import E2DiffSRError
 
 CL = torch.channels_last
 

@@ -1,6 +1,6 @@
 """What one engine run does, decided and checked once: the frozen :class:`RunPlan`, and the run's callbacks.
 
-Everything after :meth:`TiledSR.plan` (engine.py) reads its sizes, bands, samples, tiles and windows from the
+Everything after :meth:`TiledSR.plan` (tiled) reads its sizes, bands, samples, tiles and windows from the
 plan rather than from loose arguments, so a rule (the output size, the minimum side, the sample limit) is
 applied in exactly one place.
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import rules
-from .engine_latent import LATENT
-from .errors import E2DiffSRError
-from .gridmap import GridMap
+from .. import rules
+from ..errors import E2DiffSRError
+from ..gridmap import GridMap
+from .latent import LATENT
 
 #: read(x, y, w, h) -> (data [C, h, w] float32 in [0, 1], valid [h, w] bool): the LR image.
 Reader = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]

@@ -1,6 +1,6 @@
 """Evaluate models the way the paper's Tables I and II were made (the authors' test protocol).
 
-    python -m e2diffsr_core.evaluate --model runs/paper-s2/model.pt --data AID \\
+    python -m e2diffsr_core.evaluation --model runs/paper-s2/model.pt --data AID \\
         --split training/splits/aid_split.json --subset test --scales 2,2.6,3,3.4,4,6,8,10 --out reports/aid
 
 Protocol (reference README 1.1, 1.2): the HR image (uint8 RGB) is the target; LR = PIL bicubic to
@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .consistency import PASSES, back_project
-from .errors import E2DiffSRError
-from .eval_protocol import bicubic_pil, find_images, make_lr, read_rgb, select_split, to_model
+from ..engine.consistency import PASSES, back_project
+from ..errors import E2DiffSRError
+from ..model import Geometry
+from ..rules import check_temperature
 from .metrics import FIDMetric, LPIPSMetric, hf_ratio, psnr, ssim, to_uint8
-from .model import Geometry
-from .rules import check_temperature
+from .protocol import bicubic_pil, find_images, make_lr, read_rgb, select_split, to_model
 
 BICUBIC = "Bicubic"
 CONSISTENT = " + consistency"
@@ -177,7 +177,7 @@ def evaluate(models: list[str], data, scales: list[float], *, split=None, subset
              seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
              inception_weights=None, progress: bool = False, passes: int = PASSES, temperature: float = 0.0) -> dict:
     """The report of ``models`` on the pictures of ``data`` (one ``subset`` of ``split``) at ``scales``."""
-    from .api import open_model, resolve_device
+    from ..api import open_model, resolve_device
 
     run = EvalSettings(scales, resolve_device(device), seed, passes, check_temperature(temperature))
     files = select_split(data, find_images(data), split, subset)[:max_images]
@@ -254,7 +254,7 @@ def write_report(report: dict, prefix) -> tuple[Path, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m e2diffsr_core.evaluate", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m e2diffsr_core.evaluation", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, help="model file (repeat for several models)")
     p.add_argument("--data", required=True, help="folder of HR test images (searched recursively)")

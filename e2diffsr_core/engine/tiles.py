@@ -1,7 +1,7 @@
 """The last phase of the engine: the decoder's CSUM and bicubic skip on output tiles, each final at once.
 
-Tiles are exact (engine_decode.py), so they need no overlap and no blending. With the consistency correction
-on, a tile is computed with the halo its back-projection needs (consistency.py) and cropped afterwards.
+Tiles are exact (decode), so they need no overlap and no blending. With the consistency correction
+on, a tile is computed with the halo its back-projection needs (consistency) and cropped afterwards.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import check_cancel
 from .consistency import Placement, back_project, halo
-from .engine_decode import csum_tile, level_weights, skip_window, valid_out
-from .engine_plan import RunIO, RunPlan
-from .errors import check_cancel
+from .decode import csum_tile, level_weights, skip_window, valid_out
+from .plan import RunIO, RunPlan
 
 
 class TileDecoder:

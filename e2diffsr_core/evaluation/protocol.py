@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import E2DiffSRError
+from ..errors import E2DiffSRError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 _PIL_MODES = {"RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr", "1"}

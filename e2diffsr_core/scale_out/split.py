@@ -9,7 +9,7 @@ into a part GeoTIFF (``DIR/NAME_parts/NAME.rows-Y0-Y1.tif``, georeferenced where
 joins the parts as ``DIR/NAME.vrt`` (or, with ``--cog``, one Cloud Optimized ``DIR/NAME.tif`` and no parts).
 Output tiles are exact, so the joined raster has the pixels of a one-process run and no seam.
 
-A part is published atomically with a record of what it was made from (batch_plan); a restarted run skips
+A part is published atomically with a record of what it was made from (plan); a restarted run skips
 the parts that are complete for the same options. The output itself is written last, atomically.
 """
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from osgeo import gdal
 
-from . import batch_plan as plan
-from .errors import Cancelled, E2DiffSRError
+from ..errors import Cancelled, E2DiffSRError
+from . import plan
 
 PARTS = "_parts"
 
@@ -77,11 +77,11 @@ def _intact(output: str) -> bool:
 
 def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: bool) -> tuple[int, int]:
     """Check the input and the output before any work; (output height, tile size every rank uses)."""
-    from .api import open_model, resolve_device
-    from .engine import TiledSR
-    from .raster import output_grid
-    from .raster_io import RasterReader, RasterWriter
-    from .rules import check_tile
+    from ..api import open_model, resolve_device
+    from ..engine import TiledSR
+    from ..raster import output_grid
+    from ..raster_io import RasterReader, RasterWriter
+    from ..rules import check_tile
 
     with RasterReader(src, bands=options["bands"], ranges=options["ranges"]) as reader:
         gt = reader.geotransform if reader.has_geotransform else None
@@ -124,7 +124,7 @@ def run_part(job: dict, todo: dict, options: dict, ranks, log) -> dict:
     result["rows"] = list(rows)
     if plan.is_complete(path, fp):
         return {**result, "status": "skipped"}
-    from .raster import superresolve_raster
+    from ..raster import superresolve_raster
 
     # parts of a COG are plain GeoTIFFs: the creation options are the COG's, used when rank 0 joins them
     part_options = {**options, "tile": todo["tile"], "cog": False, "overwrite": True,  # only ever a part
@@ -171,7 +171,7 @@ def join_parts(job: dict, todo: dict, results: list[dict], options: dict, overwr
 def _gdal_step(what: str, step) -> None:
     """Run ``step(holder)``, which leaves the datasets it made in ``holder``, and close them; every GDAL
     failure (raised, or only reported while flushing) becomes one line naming what was being written."""
-    from .raster_io.gdal_errors import close_dataset, collect_failures, one_line
+    from ..raster_io.gdal_errors import close_dataset, collect_failures, one_line
 
     holder: list = []
     try:
@@ -228,8 +228,8 @@ def _write_vrt(out: str, parts: list[str], overwrite: bool) -> None:
 
 
 def _write_cog(out: str, parts: list[str], options: dict, overwrite: bool) -> None:
-    from .raster_io.files import RunFolder, publish
-    from .raster_io.options import as_list, cog_options, parse_creation_options
+    from ..raster_io.files import RunFolder, publish
+    from ..raster_io.options import as_list, cog_options, parse_creation_options
 
     run = RunFolder(os.path.dirname(os.path.abspath(out)))
     try:

@@ -89,7 +89,7 @@ def add_parser(sub) -> None:
 
 def stop_on_signals() -> None:
     """SIGTERM and SIGHUP end the run like Ctrl-C does: every temporary file is removed, no output is left."""
-    from .errors import Stopped
+    from ..errors import Stopped
 
     def handler(signum, _frame):
         raise Stopped(signum, signal.Signals(signum).name)
@@ -105,7 +105,7 @@ def run(args) -> int:
 
     stop_on_signals()
 
-    from .raster import superresolve_raster
+    from ..raster import superresolve_raster
 
     bar = None
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_state, safe_load, save_model
-from .errors import E2DiffSRError
-from .model import E2DiffSR, ModelConfig
+from ..checkpoint import load_state, safe_load, save_model
+from ..errors import E2DiffSRError
+from ..model import E2DiffSR, ModelConfig
 
 SCHEDULE_KEYS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import E2DiffSRError, check_cancel
-from .model import Geometry
+from ..errors import E2DiffSRError, check_cancel
+from ..model import Geometry
 
 LATENT = 8  # output pixels per latent cell
 DIFFUSION_WINDOW = 2048  # output pixels a side of one UNet window (the latent is 8x smaller)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from osgeo import gdal
 
-from .api import default_model_path
-from .errors import E2DiffSRError
-from .rules import check_temperature
+from ..api import default_model_path
+from ..errors import E2DiffSRError
+from ..rules import check_temperature
 
 RECORDS = ".e2diffsr-batch"
 _PATTERN_CHARS = set("*?[")
