@@ -37,12 +37,22 @@ def crop_border(img: np.ndarray, border: int) -> np.ndarray:
     return img[border:-border, border:-border] if border > 0 else img
 
 
-def psnr(a: np.ndarray, b: np.ndarray, border: int = 0) -> float:
-    """PSNR in dB of two H x W x C uint8 images over all channels, after removing ``border`` pixels."""
+#: Smallest mean squared error PSNR counts: the error of rounding to uint8 (a uniform error of +-0.5 levels).
+#: An exact match (a flat crop, a constant band) scores its 58.9 dB rather than infinity, so means stay finite.
+MSE_FLOOR = 1.0 / 12.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray, border: int = 0, valid: np.ndarray | None = None) -> float:
+    """PSNR in dB of two H x W x C uint8 images over all channels, after removing ``border`` pixels; ``valid``
+    (H x W bool) limits it to those pixels. Never infinite (see ``MSE_FLOOR``)."""
     a = crop_border(a, border).astype(np.float64)
     b = crop_border(b, border).astype(np.float64)
-    mse = np.mean((a - b) ** 2)
-    return float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    err = (a - b) ** 2
+    if valid is not None:
+        keep = crop_border(valid, border)
+        err = err[keep] if keep.any() else err.reshape(-1, err.shape[-1])
+    mse = max(float(np.mean(err)), MSE_FLOOR)
+    return 10.0 * math.log10(255.0 ** 2 / mse)
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
