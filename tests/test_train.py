@@ -289,11 +289,13 @@ def test_missing_and_empty_data_folders(tmp_path, capsys):
 
 
 def test_images_smaller_than_the_crop(tmp_path, capsys):
-    err = _error(capsys, "--stage", 2, "--out", tmp_path / "o", "--stage1", tmp_path, "--set", "stage2.hr_crop=320")
-    assert "256 x 256 px" in err and "320 px crop" in err
-    err = _error(capsys, "--stage", 1, "--out", tmp_path / "o", "--set", "stage1.lr_patch=48",
-                 "--set", "data.scale_max=8")
-    assert "smaller than the 384 px crop" in err
+    assert train("--stage", 2, "--out", tmp_path / "o", "--stage1", tmp_path, "--set", "stage2.hr_crop=320") == 2
+    err = capsys.readouterr().err.strip().splitlines()   # one line for each picture too small
+    assert len(err) == 2 and all("256 x 256 px" in e and "320 px crop" in e for e in err), err
+    assert not (tmp_path / "o").exists()
+    assert train("--stage", 1, "--out", tmp_path / "o", "--set", "stage1.lr_patch=48", "--set", "data.scale_max=8") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all("smaller than the 384 px crop" in e for e in err), err
 
 
 def test_unknown_config_keys(tmp_path, capsys):
@@ -312,6 +314,7 @@ def test_unknown_config_keys(tmp_path, capsys):
 def test_stage2_needs_a_stage1_checkpoint(tmp_path, capsys):
     err = _error(capsys, "--stage", 2, "--out", tmp_path / "o")
     assert "stage 2 needs the stage-1 result" in err and "--stage1" in err
+    assert not (tmp_path / "o").exists()    # refused before any work: no run folder left behind
     err = _error(capsys, "--stage", 2, "--out", tmp_path / "o2", "--stage1", tmp_path / "missing")
     assert "stage-1 checkpoint not found" in err
 

@@ -317,3 +317,21 @@ def _flat(d, prefix=""):
         elif isinstance(v, torch.Tensor):
             out[f"{prefix}{k}"] = v
     return out
+
+
+def test_plot_log_draws_a_run_or_prints_its_ends(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "training"))
+    import plot_log
+
+    (tmp_path / "log.csv").write_text("step,time_s,lr,loss,l1\n1,0.5,0.001,2.0,0.5\n2,1.0,0.001,1.5,0.4\n")
+    (tmp_path / "val.csv").write_text("step,psnr,psnr_bicubic,psnr_x2,images\n2,25.0,24.0,25.0,2\n")
+    pytest.importorskip("matplotlib")
+    assert plot_log.main([str(tmp_path)]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "curves.png").size == (1200, 400)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)     # as where matplotlib is not installed
+    assert plot_log.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed" in out and "train loss: step 1 2 -> step 2 1.5" in out
+    assert plot_log.main([str(tmp_path / "none")]) == 2

@@ -141,28 +141,35 @@ def _start(cfg: TrainConfig, run: RunSettings, rt: Dist):
     return trainer, int(state["step"]), state.get("records", {})
 
 
-def _checked(cfg: TrainConfig, run: RunSettings, rt: Dist) -> DataPlan:
-    """The run folder (writable, before any work) and the data check; a refused run leaves nothing behind."""
+def _checked(cfg: TrainConfig, run: RunSettings, rt: Dist) -> tuple[DataPlan, bool]:
+    """The run folder (writable, before any work), the stage-1 model and the data check: (plan, whether this
+    run created the folder)."""
     created = prepare_out(run.out, run.resume) if rt.is_main else False
     try:
         plan = check_data(cfg, run.stage, run.data, run.split)
         _data(cfg, run.stage, plan)
+        if run.stage == 2 and not run.resume:
+            stage1_file(run.stage1)
     except BaseException:
         drop_if_created(run.out, created)
         raise
     if rt.is_main and run.split is None and cfg.run.val_every > 0:
         tqdm.write("note: no --split, so validation scores training images (how well the model fits them, not how "
                    "it does on unseen ones)")
-    return plan
+    return plan, created
 
 
 def _train(cfg: TrainConfig, run: RunSettings, rt: Dist) -> Path:
-    plan = _checked(cfg, run, rt)
+    plan, created = _checked(cfg, run, rt)
     if rt.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     dataset = _data(cfg, run.stage, plan)
-    trainer, step, extra = _start(cfg, run, rt)
+    try:
+        trainer, step, extra = _start(cfg, run, rt)
+    except BaseException:   # a refused model (e.g. a stage-1 file of another configuration) leaves no folder
+        drop_if_created(run.out, created)
+        raise
     s = cfg.stage1 if run.stage == 1 else cfg.stage2
     sampler = ScaleBatchSampler(len(dataset), s.batch_size, cfg.run.seed, (cfg.data.scale_min, cfg.data.scale_max),
                                 rt.rank, rt.world, start=step)
@@ -191,11 +198,12 @@ def _loop(cfg: TrainConfig, run: RunSettings, rt: Dist, trainer, loader, rec: Re
     try:
         with StopSignals() as signals:
             step = _steps(cfg, run, rt, trainer, rec, batches, signals)
+            if step is None:   # saved while the handlers still hold: a second SIGTERM cannot cut it short
+                rec.save(rec.step)
     finally:
         del batches
     if step is not None:
         return
-    rec.save(rec.step)
     name = signals.name
     raise RunStopped(f"{name} at step {rec.step}: saved {run.state_path}; continue with the same command and "
                      "--resume", 128 + signals.signum)
