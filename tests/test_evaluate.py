@@ -117,11 +117,28 @@ def bicubic_round_trip_psnr(path: Path, s: float) -> float:
 
 def test_metrics_on_real_pictures():
     hr = np.asarray(Image.open(DATA / "SOAP_031.png").convert("RGB"))
-    assert psnr(hr, hr) == float("inf") and ssim(hr, hr) == pytest.approx(1.0)
+    # an exact match scores the PSNR of uint8 rounding (58.9 dB), never infinity: means stay finite
+    assert psnr(hr, hr) == pytest.approx(10 * np.log10(255 ** 2 * 12)) and ssim(hr, hr) == pytest.approx(1.0)
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    assert np.isfinite(psnr(flat, flat, 4)) and ssim(flat, flat) == pytest.approx(1.0)
     noisy = np.clip(hr.astype(int) + np.random.default_rng(0).integers(-8, 9, hr.shape), 0, 255).astype(np.uint8)
     mse = np.mean((noisy[4:-4, 4:-4].astype(float) - hr[4:-4, 4:-4]) ** 2)
     assert psnr(noisy, hr, 4) == pytest.approx(10 * np.log10(255 ** 2 / mse))
     assert 0.5 < ssim(noisy, hr, 4) < 1.0
+    # SSIM of the 11 x 11 Gaussian written out (the metric filters with it separably)
+    x = np.arange(11) - 5
+    g = np.exp(-x ** 2 / 4.5)
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    a, b = noisy[4:-4, 4:-4, 1].astype(float)[:40, :40], hr[4:-4, 4:-4, 1].astype(float)[:40, :40]
+    win = np.lib.stride_tricks.sliding_window_view
+    mu_a, mu_b = (win(a, (11, 11)) * w).sum(axis=(2, 3)), (win(b, (11, 11)) * w).sum(axis=(2, 3))
+    var_a = (win(a * a, (11, 11)) * w).sum(axis=(2, 3)) - mu_a ** 2
+    var_b = (win(b * b, (11, 11)) * w).sum(axis=(2, 3)) - mu_b ** 2
+    cov = (win(a * b, (11, 11)) * w).sum(axis=(2, 3)) - mu_a * mu_b
+    c1, c2 = 6.5025, 58.5225
+    ref = (((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))).mean()
+    one = np.repeat(noisy[4:-4, 4:-4, 1:2][:40, :40], 3, axis=2), np.repeat(hr[4:-4, 4:-4, 1:2][:40, :40], 3, axis=2)
+    assert ssim(*one) == pytest.approx(ref, abs=1e-12)
     assert hf_ratio(hr, hr) == pytest.approx(1.0) and hf_ratio(noisy, hr) > 1.0
     blurred = np.asarray(Image.fromarray(hr).resize((100, 100), Image.BICUBIC).resize((400, 400), Image.BICUBIC))
     assert hf_ratio(blurred, hr, 4) < 0.5

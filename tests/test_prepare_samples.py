@@ -76,15 +76,20 @@ def test_overlapping_boxes_and_small_training_boxes_are_reported():
     assert prep.split_problems((no_val,)) == ["x: needs both training and validation pictures (has ['train'])"]
 
 
-def test_the_stretch_maps_percentiles_to_the_ends_and_keeps_grey_grey():
-    ramp = np.arange(1000, 3000, dtype=np.uint16).reshape(40, 50, 1).repeat(3, axis=2)
-    u8, lo, hi = prep.stretch_to_uint8(ramp)
-    assert (lo, hi) == pytest.approx(tuple(np.percentile(ramp, [0.5, 99.5])))
-    assert u8.dtype == np.uint8 and u8.min() == 0 and u8.max() == 255
-    assert np.all(u8[..., 0] == u8[..., 1]) and np.all(u8[..., 1] == u8[..., 2])    # one map for all bands
-    assert np.all(np.diff(u8[..., 0].ravel().astype(int)) >= 0)
-    eight = np.random.default_rng(1).integers(0, 256, (5, 6, 3)).astype(np.uint8)
-    assert prep.stretch_to_uint8(eight)[0] is eight
+def test_non_8_bit_pictures_get_the_working_range_superresolve_uses(tmp_path):
+    from e2diffsr_core.raster_io import RasterReader
+
+    rng = np.random.default_rng(1)
+    arr = np.stack([rng.integers(1000, 3000, (40, 50)), rng.integers(200, 900, (40, 50)),
+                    rng.integers(5000, 9000, (40, 50))], axis=-1).astype(np.uint16)
+    original = tmp_path / "o.tif"
+    prep._write_original(arr, None, "", original)
+    u8, ranges = prep.as_inference_reads(original)
+    with RasterReader(str(original)) as reader:
+        assert ranges == [(r.lo, r.hi) for r in reader.ranges]
+    for band in range(3):    # each band its own 0.5 / 99.5 percentiles, mapped to 0 and 255
+        assert ranges[band] == pytest.approx(tuple(np.percentile(arr[..., band], [0.5, 99.5])))
+        assert u8[..., band].min() == 0 and u8[..., band].max() == 255
 
 
 def test_a_debian_package_member_is_read_without_dpkg(tmp_path):
@@ -124,6 +129,7 @@ def test_an_offline_run_writes_pictures_originals_split_and_licences(tmp_path, m
     assert not (out / "originals/photo_val.tif").exists()                  # 8-bit pictures keep their pixels
     stretch = json.loads((out / "stretch.json").read_text())
     assert set(stretch) == {"scene_train", "scene_val"} and stretch["scene_val"]["source_type"] == "uint16"
+    assert len(stretch["scene_val"]["working_range"]) == 3
     licence = (out / "LICENSE.md").read_text()
     assert "`fake` 1.0 (pypi, MIT)" in licence and "Copyright (c) the fake authors" in licence
     assert "wrote 1 training and 2 validation pictures from 1 sources" in capsys.readouterr().err

@@ -85,14 +85,15 @@ def test_shipped_configs_parse_with_the_papers_learning_rates():
 def test_pairs_follow_the_authors_sizes_and_bicubic():
     files = find_images(DATA)
     s1 = PairDataset(files, 1, lr_patch=48)
-    hr, lr = s1[(1, 3.4, 7)]
+    hr, lr, valid = s1[(1, 3.4, 7)]
+    assert valid.shape == (1, *hr.shape[1:]) and bool(valid.all())   # PNG pictures: every pixel valid
     assert hr.shape == (3, int(48 * 3.4), int(48 * 3.4)) and lr.shape == (3, 48, 48)
     # The LR is PIL bicubic of the uint8 HR crop.
     hr_u8 = np.round((hr.permute(1, 2, 0).numpy() * 0.5 + 0.5) * 255).astype(np.uint8)
     expect = np.asarray(Image.fromarray(hr_u8).resize((48, 48), Image.BICUBIC))
     got = np.round((lr.permute(1, 2, 0).numpy() * 0.5 + 0.5) * 255).astype(np.uint8)
     assert np.array_equal(got, expect)
-    hr2, lr2 = PairDataset(files, 2, hr_crop=256)[(1, 3.4, 7)]
+    hr2, lr2, _ = PairDataset(files, 2, hr_crop=256)[(1, 3.4, 7)]
     assert hr2.shape[-1] == 256 and lr2.shape[-1] == int(256 / 3.4)
 
 
@@ -258,8 +259,8 @@ def test_nan_guard_skips_and_stops(tmp_path, stage1_run, monkeypatch, capsys):
 
     def poisoned(self, key):  # the first batch (2 images) is clean, every later one is NaN
         calls.append(key)
-        hr, lr = real(self, key)
-        return (hr if len(calls) <= 2 else hr * float("nan")), lr
+        hr, lr, valid = real(self, key)
+        return (hr if len(calls) <= 2 else hr * float("nan")), lr, valid
 
     monkeypatch.setattr(PairDataset, "__getitem__", poisoned)
     out = tmp_path / "s2"
@@ -288,11 +289,13 @@ def test_missing_and_empty_data_folders(tmp_path, capsys):
 
 
 def test_images_smaller_than_the_crop(tmp_path, capsys):
-    err = _error(capsys, "--stage", 2, "--out", tmp_path / "o", "--stage1", tmp_path, "--set", "stage2.hr_crop=320")
-    assert "256 x 256 px" in err and "320 px crop" in err
-    err = _error(capsys, "--stage", 1, "--out", tmp_path / "o", "--set", "stage1.lr_patch=48",
-                 "--set", "data.scale_max=8")
-    assert "smaller than the 384 px crop" in err
+    assert train("--stage", 2, "--out", tmp_path / "o", "--stage1", tmp_path, "--set", "stage2.hr_crop=320") == 2
+    err = capsys.readouterr().err.strip().splitlines()   # one line for each picture too small
+    assert len(err) == 2 and all("256 x 256 px" in e and "320 px crop" in e for e in err), err
+    assert not (tmp_path / "o").exists()
+    assert train("--stage", 1, "--out", tmp_path / "o", "--set", "stage1.lr_patch=48", "--set", "data.scale_max=8") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all("smaller than the 384 px crop" in e for e in err), err
 
 
 def test_unknown_config_keys(tmp_path, capsys):
@@ -311,6 +314,7 @@ def test_unknown_config_keys(tmp_path, capsys):
 def test_stage2_needs_a_stage1_checkpoint(tmp_path, capsys):
     err = _error(capsys, "--stage", 2, "--out", tmp_path / "o")
     assert "stage 2 needs the stage-1 result" in err and "--stage1" in err
+    assert not (tmp_path / "o").exists()    # refused before any work: no run folder left behind
     err = _error(capsys, "--stage", 2, "--out", tmp_path / "o2", "--stage1", tmp_path / "missing")
     assert "stage-1 checkpoint not found" in err
 

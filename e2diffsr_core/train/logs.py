@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import torch
@@ -52,7 +53,8 @@ class CSVLog:
 
 
 class RunLog:
-    def __init__(self, out: Path, log_keys, enabled: bool, tensorboard: bool, resume_step: int | None):
+    def __init__(self, out: Path, log_keys, enabled: bool, tensorboard: bool, resume_step: int | None,
+                 val_columns: list[str] | None = None):
         self.enabled = enabled
         self.train = self.val = self.tb = None
         if not enabled:
@@ -60,11 +62,13 @@ class RunLog:
         out.mkdir(parents=True, exist_ok=True)
         self.train = CSVLog(out / "log.csv", ["step", "time_s", "lr", "images_per_s", *log_keys, "skipped"],
                             resume_step)
-        self.val = CSVLog(out / "val.csv", ["step", "psnr", "psnr_bicubic", "scale", "images"], resume_step)
+        self.val = CSVLog(out / "val.csv", val_columns or ["step", "psnr", "psnr_bicubic", "images"], resume_step)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # optional
+            except ImportError:  # optional: the CSV logs hold the same numbers
+                print("note: TensorBoard is not installed (pip install tensorboard), so the run logs to log.csv "
+                      "and val.csv only; plot them with training/plot_log.py", file=sys.stderr)
                 SummaryWriter = None
             if SummaryWriter is not None:
                 self.tb = SummaryWriter(str(out / "tensorboard"))

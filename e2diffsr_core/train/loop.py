@@ -14,44 +14,30 @@ from tqdm import tqdm
 
 from ..checkpoint import FORMAT, load_state, safe_load
 from ..errors import E2DiffSRError
-from ..evaluation.protocol import find_images, select_split, validation_items
 from ..model import E2DiffSR, ModelConfig
+from .check import DataPlan, check_data
 from .config import TrainConfig
-from .data import PairDataset, ScaleBatchSampler, check_sizes, make_loader
+from .data import PairDataset, ScaleBatchSampler, make_loader
 from .losses import NLayerDiscriminator
 from .record import STATE_FORMAT, Recorder
+from .runfolder import RunStopped, StopSignals, drop_if_created, prepare_out
 from .runtime import Dist, seed_everything, set_rng_state, step_seed
 from .stage1 import Stage1
 from .stage2 import Stage2, load_first_stage, stage1_file
+from .validate import validation_items
 
 
-def _split_has(split, subset: str) -> bool:
-    if split is None:
-        return False
-    try:
-        return isinstance(json.loads(Path(split).read_text(encoding="utf-8")).get(subset), list)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _data(cfg: TrainConfig, stage: int, data, split):
-    files = find_images(data)
-    train_files = select_split(data, files, split, "train")
-    val_files = select_split(data, files, split, "val") if _split_has(split, "val") else train_files
+def _data(cfg: TrainConfig, stage: int, plan: DataPlan) -> PairDataset:
+    bands = list(cfg.data.bands) or None
     if stage == 1:
         s = cfg.stage1
-        need = int(s.lr_patch * cfg.data.scale_max)
-        check_sizes(train_files, need, f"stage 1 needs (lr_patch {s.lr_patch} x scale_max {cfg.data.scale_max:g})")
         smallest = int(s.lr_patch * cfg.data.scale_min)
         if s.disc_weight > 0 and smallest < NLayerDiscriminator.min_input(s.disc_layers):
             raise E2DiffSRError(
                 f"stage-1 HR crops can be {smallest} px, too small for a {s.disc_layers}-layer discriminator "
                 f"(at least {NLayerDiscriminator.min_input(s.disc_layers)}); raise lr_patch or lower disc_layers")
-        dataset = PairDataset(train_files, 1, lr_patch=s.lr_patch)
-    else:
-        check_sizes(train_files, cfg.stage2.hr_crop, "stage 2 needs (hr_crop)")
-        dataset = PairDataset(train_files, 2, hr_crop=cfg.stage2.hr_crop)
-    return dataset, val_files
+        return PairDataset(plan.train, 1, lr_patch=s.lr_patch, bands=bands, min_valid=cfg.data.min_valid)
+    return PairDataset(plan.train, 2, hr_crop=cfg.stage2.hr_crop, bands=bands, min_valid=cfg.data.min_valid)
 
 
 def load_init(model: E2DiffSR, path) -> None:
@@ -143,39 +129,55 @@ def train(cfg: TrainConfig, stage: int, data, out, *, split=None, resume: bool =
         rt.close()
 
 
-def _check_out(run: RunSettings) -> None:
-    if run.resume and not run.state_path.is_file():
-        raise E2DiffSRError(f"nothing to resume: {run.state_path} not found")
-    if not run.resume and run.state_path.exists():
-        raise E2DiffSRError(f"{run.out} already holds a run (state.pt); pass --resume to continue it "
-                            "or choose another --out")
-
-
 def _start(cfg: TrainConfig, run: RunSettings, rt: Dist):
-    """(trainer, first step): a new model, or the run's state.pt with its RNG state on --resume."""
+    """(trainer, first step, the run's own records): a new model, or the run's state.pt with its RNG state
+    on --resume."""
     state = _load_state(run.state_path, run.stage) if run.resume else None
     trainer = _build(cfg, run.stage, rt, state, run.stage1, run.init)
     if state is None:
-        return trainer, 0
+        return trainer, 0, {}
     trainer.load_state_dict(state["state"])
     set_rng_state(state["rng"])
-    return trainer, int(state["step"])
+    return trainer, int(state["step"]), state.get("records", {})
+
+
+def _checked(cfg: TrainConfig, run: RunSettings, rt: Dist) -> tuple[DataPlan, bool]:
+    """The run folder (writable, before any work), the stage-1 model and the data check: (plan, whether this
+    run created the folder)."""
+    created = prepare_out(run.out, run.resume) if rt.is_main else False
+    try:
+        plan = check_data(cfg, run.stage, run.data, run.split)
+        _data(cfg, run.stage, plan)
+        if run.stage == 2 and not run.resume:
+            stage1_file(run.stage1)
+    except BaseException:
+        drop_if_created(run.out, created)
+        raise
+    if rt.is_main and run.split is None and cfg.run.val_every > 0:
+        tqdm.write("note: no --split, so validation scores training images (how well the model fits them, not how "
+                   "it does on unseen ones)")
+    return plan, created
 
 
 def _train(cfg: TrainConfig, run: RunSettings, rt: Dist) -> Path:
-    _check_out(run)
+    plan, created = _checked(cfg, run, rt)
     if rt.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    dataset, val_files = _data(cfg, run.stage, run.data, run.split)
-    trainer, step = _start(cfg, run, rt)
+    dataset = _data(cfg, run.stage, plan)
+    try:
+        trainer, step, extra = _start(cfg, run, rt)
+    except BaseException:   # a refused model (e.g. a stage-1 file of another configuration) leaves no folder
+        drop_if_created(run.out, created)
+        raise
     s = cfg.stage1 if run.stage == 1 else cfg.stage2
     sampler = ScaleBatchSampler(len(dataset), s.batch_size, cfg.run.seed, (cfg.data.scale_min, cfg.data.scale_max),
                                 rt.rank, rt.world, start=step)
     loader = make_loader(dataset, sampler, cfg.data.num_workers, pin_memory=rt.device.type == "cuda")
-    val_items = validation_items(val_files, cfg.data.val_max_images, cfg.data.val_size, cfg.data.val_scale) \
+    val_items = validation_items(plan.val, cfg.data.val_max_images, cfg.data.val_size, cfg.data.val_scales,
+                                 list(cfg.data.bands) or None, cfg.data.min_valid, cfg.run.seed) \
         if rt.is_main and cfg.run.val_every > 0 else []
-    rec = Recorder(cfg, run, rt, trainer, step, val_items)
+    rec = Recorder(cfg, run, rt, trainer, step, val_items, plan.report, extra)
     try:
         _loop(cfg, run, rt, trainer, loader, rec)
     finally:
@@ -190,33 +192,52 @@ def _due(step: int, every: int) -> bool:
 
 def _loop(cfg: TrainConfig, run: RunSettings, rt: Dist, trainer, loader, rec: Recorder) -> None:
     """The steps from ``rec.step`` to ``run.steps``: log, validate and checkpoint when due, stop on the time
-    limit or after ``max_bad_steps`` skipped steps in a row; a last validation and checkpoint at the end."""
-    step = start = rec.step
+    limit, on SIGTERM / SIGINT (after saving a resumable checkpoint) or after ``max_bad_steps`` skipped steps in
+    a row; a last validation and checkpoint at the end."""
     batches = iter(loader)
-    spent = 0.0  # share of the time limit used, the same on every rank
     try:
-        while step < run.steps:
-            batch = next(batches)
-            gen = torch.Generator(device=rt.device).manual_seed(step_seed(cfg.run.seed, step, rt.rank))
-            if step == 0:
-                trainer.prepare(batch, gen)
-            trainer.schedule(step, max(step / max(1, run.steps), spent))
-            logs = trainer.step(batch, step, gen)
-            step += 1
-            if rec.train_row(step, logs) >= cfg.run.max_bad_steps:
-                raise E2DiffSRError(
-                    f"stopped at step {step}: {rec.bad} consecutive steps had non-finite losses or gradients; lower "
-                    f"the learning rate or check the data (the last checkpoint, if any, is {run.state_path})")
-            if _due(step, cfg.run.val_every):
-                rec.validate(step)
-            if _due(step, cfg.run.ckpt_every):
-                rec.save(step)
-            spent = rt.max(rec.seconds()) / (run.minutes * 60) if run.minutes > 0 else 0.0
-            if spent > 1:
-                tqdm.write(f"time limit of {run.minutes:g} min reached at step {step}; saving") if rt.is_main else None
-                break
-        if cfg.run.val_every > 0 and step % cfg.run.val_every != 0 and step > start:
-            rec.validate(step)
-        rec.save(step)
+        with StopSignals() as signals:
+            step = _steps(cfg, run, rt, trainer, rec, batches, signals)
+            if step is None:   # saved while the handlers still hold: a second SIGTERM cannot cut it short
+                rec.save(rec.step)
     finally:
         del batches
+    if step is not None:
+        return
+    name = signals.name
+    raise RunStopped(f"{name} at step {rec.step}: saved {run.state_path}; continue with the same command and "
+                     "--resume", 128 + signals.signum)
+
+
+def _steps(cfg: TrainConfig, run: RunSettings, rt: Dist, trainer, rec: Recorder, batches, signals) -> int | None:
+    """Run the steps; returns the last step, or None when a stop signal came (``rec.step`` is the last step)."""
+    step = start = rec.step
+    spent = 0.0  # share of the time limit used, the same on every rank
+    while step < run.steps:
+        batch = next(batches)
+        gen = torch.Generator(device=rt.device).manual_seed(step_seed(cfg.run.seed, step, rt.rank))
+        if step == 0:
+            trainer.prepare(batch, gen)
+        trainer.schedule(step, max(step / max(1, run.steps), spent))
+        logs = trainer.step(batch, step, gen)
+        step += 1
+        rec.count_crops(batch)
+        if rec.train_row(step, logs) >= cfg.run.max_bad_steps:
+            raise E2DiffSRError(
+                f"stopped at step {step}: {rec.bad} consecutive steps had non-finite losses or gradients; lower "
+                f"the learning rate or check the data (the last checkpoint, if any, is {run.state_path})")
+        if rt.any(signals.name is not None):
+            rec.step = step
+            return None
+        if _due(step, cfg.run.val_every):
+            rec.validate(step)
+        if _due(step, cfg.run.ckpt_every):
+            rec.save(step)
+        spent = rt.max(rec.seconds()) / (run.minutes * 60) if run.minutes > 0 else 0.0
+        if spent > 1:
+            tqdm.write(f"time limit of {run.minutes:g} min reached at step {step}; saving") if rt.is_main else None
+            break
+    if cfg.run.val_every > 0 and step % cfg.run.val_every != 0 and step > start:
+        rec.validate(step)
+    rec.save(step)
+    return step

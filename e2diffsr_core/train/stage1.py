@@ -81,9 +81,12 @@ class Stage1(StageBase):
     def step(self, batch, step: int, generator: torch.Generator) -> dict:
         s = self.cfg
         hr, lr = self._inputs(batch)
+        valid = self._valid(batch)
         disc_on = s.disc_weight > 0 and step >= s.disc_start
         with autocast(self.device, self.run.amp):
             rec, reg = self.gen(hr, lr, generator)
+            if valid is not None:  # invalid pixels take the target's values: no loss sees them (L1, LPIPS, GAN)
+                rec = torch.where(valid, rec, hr.to(rec.dtype))
             nll, logs = reconstruction_nll(hr, lr, rec, s.l1_weight, self.perceptual, s.perceptual_weight)
             reg = reg.float().mean()
             loss = nll + self.reg_weight * reg

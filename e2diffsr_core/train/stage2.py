@@ -63,8 +63,19 @@ def load_first_stage(model: E2DiffSR, path: Path) -> None:
         raise E2DiffSRError(f"stage-1 checkpoint {path.name} does not fit the model: {first}") from None
 
 
-def _loss(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(a.float(), b.float()) if kind == "l2" else F.l1_loss(a.float(), b.float())
+def _loss(kind: str, a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L2 or L1; with ``weight`` [B, 1, h, w] (1: a latent cell of valid pixels) over the valid cells."""
+    if weight is None:
+        return F.mse_loss(a.float(), b.float()) if kind == "l2" else F.l1_loss(a.float(), b.float())
+    err = (a.float() - b.float()) ** 2 if kind == "l2" else (a.float() - b.float()).abs()
+    return (err * weight).sum() / (weight.sum() * a.shape[1]).clamp_min(1.0)
+
+
+def latent_weight(valid: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    """1 for each latent cell whose HR pixels are all valid, else 0 ([B, 1, h, w]); None when all are valid."""
+    if valid is None:
+        return None
+    return 1.0 - F.adaptive_max_pool2d((~valid).float(), size)
 
 
 class _Objective(nn.Module):
@@ -74,13 +85,14 @@ class _Objective(nn.Module):
         super().__init__()
         self.model, self.s = model, s
 
-    def forward(self, lr: torch.Tensor, z0: torch.Tensor, geo: Geometry, generator: torch.Generator):
+    def forward(self, lr: torch.Tensor, z0: torch.Tensor, geo: Geometry, generator: torch.Generator,
+                weight: torch.Tensor | None = None):
         m, s = self.model, self.s
         c = m.condition(lr, geo)
         logs = {}
         total = 0.0
         if s.distill_weight > 0:
-            logs["distill"] = _loss(s.loss_type, c, z0)
+            logs["distill"] = _loss(s.loss_type, c, z0, weight)
             total = total + s.distill_weight * logs["distill"]
         if s.diffusion_weight > 0:
             T = m.cfg.timesteps
@@ -90,7 +102,7 @@ class _Objective(nn.Module):
                 for t in reversed(range(T)):
                     n = torch.randn(z0.shape, generator=generator, device=z0.device) if t > 0 else None
                     z, _, _ = m.denoise_step(z, c, t, geo, n)
-                logs["diffusion"] = _loss(s.loss_type, z, z0)
+                logs["diffusion"] = _loss(s.loss_type, z, z0, weight)
             else:  # DDPM-style ablation: one random t per image, predict the noise
                 b = z0.shape[0]
                 t = torch.randint(0, T, (b,), generator=generator, device=z0.device)
@@ -104,7 +116,7 @@ class _Objective(nn.Module):
                 osize = torch.full((b,), geo.osize, dtype=torch.int64, device=z0.device)
                 emb = m.unet.embedding(t, scale, osize)
                 eps = m.unet(torch.cat([z_t, c.to(z_t.dtype)], dim=1), None, None, None, emb=emb)
-                logs["diffusion"] = _loss(s.loss_type, eps, noise)
+                logs["diffusion"] = _loss(s.loss_type, eps, noise, weight)
             total = total + s.diffusion_weight * logs["diffusion"]
         return total, logs
 
@@ -146,8 +158,9 @@ class Stage2(StageBase):
         geo = Geometry.whole((lr.shape[2], lr.shape[3]), (hr.shape[2], hr.shape[3]))
         with torch.no_grad():  # the target latent, from the frozen first stage in full precision
             z0 = self.ae.encode(hr, lr).sample(generator=generator) * self.model.scale_factor
+        weight = latent_weight(self._valid(batch), tuple(z0.shape[-2:]))
         with autocast(self.device, self.run.amp):
-            loss, logs = self.objective(lr, z0, geo, generator)
+            loss, logs = self.objective(lr, z0, geo, generator, weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         ok, _ = clip_and_check(self.params, self.cfg.grad_clip)
