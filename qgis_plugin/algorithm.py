@@ -32,7 +32,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from . import deps, devices, outputs
+from . import area, deps, devices, outputs
 from .help import HELP
 from .wording import LABELS, for_qgis, label
 
@@ -133,6 +133,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self._resolution = None
         self._align = None
         self._scale = None
+        self._area = {}
 
     # --- identity -------------------------------------------------------------------------------------------
     def name(self):
@@ -146,7 +147,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
 
     def tags(self):
         return tr("super-resolution,superresolution,upscale,upsample,enlarge,resolution,sharpen,deep learning,"
-                  "diffusion,e2diffsr,ai").split(",")
+                  "diffusion,e2diffsr,ai,resample,resampling,upsampling,increase resolution,extent,mask").split(",")
 
     def shortHelpString(self):
         return tr(HELP)
@@ -171,6 +172,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} this raster (optional; its pixel size and grid origin, "
                               f"instead of {LABELS['SCALE']})"), optional=True))
+        for param in area.parameters():
+            self.addParameter(param)
         for param in self._advanced_parameters():
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -259,15 +262,31 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             return False, tr(f"{label('RAW')} output has no correction to map: untick {label('RAW')} or leave "
                              f"{label('CONSISTENCY_MAP')} empty.")
         try:
-            parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except QgsProcessingException as exc:
             return False, str(exc)
+        problem = self._layer_problem(parameters, context, bands) or area.output_problem(
+            outputs.path_of(parameters.get(self.OUTPUT), context))
+        if problem:
+            return False, problem
         entry, problem = self._device_entry(parameters)
         if problem:
             return False, problem
         if entry is not None:
             parameters = {**parameters, self.DEVICE: entry}  # 'cpu' from a script is the list's 'CPU'
         return super().checkParameterValues(parameters, context)
+
+    def _layer_problem(self, parameters, context, bands) -> str | None:
+        """What the input layer itself rules out: bands beyond it, a pixel size it cannot give, the area."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None or not layer.isValid():
+            return None  # QGIS's own check of INPUT says so
+        problem = area.bands_problem(bands, layer) or area.problems(self, parameters, context, layer)
+        if problem is None and parameters.get(self.TARGET_RESOLUTION) not in (None, ""):
+            res = self.parameterAsDouble(parameters, self.TARGET_RESOLUTION, context)
+            if math.isfinite(res) and res > 0:
+                problem = area.pixel_size_problem(res, layer, _rules().MAX_SCALE)
+        return problem
 
     # --- running --------------------------------------------------------------------------------------------
     def _target_resolution(self, parameters, context) -> float | None:
@@ -317,10 +336,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             problem = scale_problem(scale)
         else:  # the model's scale inputs are height ratios; the engine checks both axes
             scale = layer.rasterUnitsPerPixelY() / self._resolution
-            problem = None if _rules().in_scale_range(scale) else tr(
-                f"{label('TARGET_RESOLUTION')} {self._resolution:g} makes pixels {scale:.3g} times finer than the "
-                f"layer's ({layer.rasterUnitsPerPixelY():g}); the model works between 1x and "
-                f"{_rules().MAX_SCALE:g}x finer (down-sampling is GDAL's job: Raster > Projections > Warp).")
+            problem = area.pixel_size_problem(self._resolution, layer, _rules().MAX_SCALE)
         if problem:
             raise QgsProcessingException(problem)
         self._scale = scale
@@ -329,6 +345,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
         self._source = layer.source()
+        problem = area.problems(self, parameters, context, layer)  # batches and models skip the dialog's check
+        if problem:
+            raise QgsProcessingException(problem)
+        self._area = area.engine_keywords(self, parameters, context, layer, feedback)
         self._layer_name = (aligned[1] if aligned is not None else f"{layer.name()} x{scale:g}"
                             if self._resolution is None else f"{layer.name()} at {self._resolution:g}")
         warning = scale_warning(scale)
@@ -375,6 +395,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         )
         for name, keyword, _ in self.OPTIONAL_OUTPUTS:
             kwargs[keyword] = resolved.get(name)
+        kwargs.update(self._area)
         scale = self._scale
         if self._resolution is not None:
             kwargs["resolution"] = (self._resolution, self._resolution)

@@ -20,15 +20,20 @@ from qgis.core import (
 )
 
 
-def given(value, context) -> bool:
-    """Whether an output parameter's value names a destination (a path, TEMPORARY_OUTPUT, an expression)."""
+def path_of(value, context) -> str | None:
+    """The text of an output parameter's value (a path, TEMPORARY_OUTPUT, an evaluated expression), or None."""
     if isinstance(value, QgsProcessingOutputLayerDefinition):
         sink = value.sink
         if sink.propertyType() == QgsProperty.StaticProperty:
             value = sink.staticValue()
         else:
             value = sink.valueAsString(context.expressionContext(), "")[0]
-    return value is not None and str(value).strip() != ""
+    return None if value is None or str(value).strip() == "" else str(value).strip()
+
+
+def given(value, context) -> bool:
+    """Whether an output parameter's value names a destination (a path, TEMPORARY_OUTPUT, an expression)."""
+    return path_of(value, context) is not None
 
 
 def destination(alg, parameters, name, context) -> str | None:

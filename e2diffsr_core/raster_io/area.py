@@ -123,7 +123,11 @@ class Polygons:
 
     def __init__(self, opts: AreaOptions, raster_wkt: str):
         self._mem = ogr.GetDriverByName("Memory").CreateDataSource("mask")
-        self.layer = self._mem.CreateLayer("mask", geom_type=ogr.wkbMultiPolygon)
+        srs = None
+        if raster_wkt:  # the raster's CRS, so rasterizing needs no transform
+            srs = osr.SpatialReference()
+            srs.ImportFromWkt(raster_wkt)
+        self.layer = self._mem.CreateLayer("mask", srs, geom_type=ogr.wkbMultiPolygon)
         src_ds = _open_vector(opts.mask)
         src = _layer(src_ds, opts)
         ct = _transform(src.GetSpatialRef() and _with_order(src.GetSpatialRef()), raster_wkt,
