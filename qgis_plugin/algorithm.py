@@ -32,7 +32,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from . import area, deps, devices, outputs
+from . import area, deps, devices, outputs, preview
 from .help import HELP
 from .wording import LABELS, for_qgis, label
 
@@ -349,6 +349,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         if problem:
             raise QgsProcessingException(problem)
         self._area = area.engine_keywords(self, parameters, context, layer, feedback)
+        preview.remember(parameters)
         self._layer_name = (aligned[1] if aligned is not None else f"{layer.name()} x{scale:g}"
                             if self._resolution is None else f"{layer.name()} at {self._resolution:g}")
         warning = scale_warning(scale)
