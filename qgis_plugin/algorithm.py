@@ -166,12 +166,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, tr(LABELS["SCALE"]), QgsProcessingParameterNumber.Double, defaultValue=2.0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} in the layer's CRS units (optional; "
-                                       f"when set, {LABELS['SCALE']} is not used)"),
+            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} (optional, CRS units)"),
             QgsProcessingParameterNumber.Double, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} this raster (optional; its pixel size and grid origin, "
-                              f"instead of {LABELS['SCALE']})"), optional=True))
+            self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} (optional)"), optional=True))
         for param in area.parameters():
             self.addParameter(param)
         for param in self._advanced_parameters():
@@ -181,11 +179,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         # Not flagged advanced: the Graphical Modeler cannot show an advanced *output* (KeyError in
         # ModelerParametersDialog when advanced parameters are shown).
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.UNCERTAINTY, tr(f"{LABELS['UNCERTAINTY']} (per-pixel std. deviation of the samples; needs 2+ "
-                                 "samples)"), optional=True, createByDefault=False))
+            self.UNCERTAINTY, tr(f"{LABELS['UNCERTAINTY']} (needs 2+ samples)"), optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONSISTENCY_MAP, tr(f"{LABELS['CONSISTENCY_MAP']} (how much each pixel was corrected to agree "
-                                     "with the input, in its units)"), optional=True, createByDefault=False))
+            self.CONSISTENCY_MAP, tr(LABELS['CONSISTENCY_MAP']), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputString("USED_DEVICE", tr("Device used")))
         self.addOutput(QgsProcessingOutputString("USED_MODEL", tr("Model used")))
         self.addOutput(QgsProcessingOutputNumber("USED_TILE_SIZE", tr("Tile size used")))
@@ -196,7 +192,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         integer = QgsProcessingParameterNumber.Integer
         return [
             QgsProcessingParameterFile(
-                self.MODEL, tr(f"{LABELS['MODEL']} (empty: the bundled demonstration model)"),
+                self.MODEL, tr(f"{LABELS['MODEL']} (empty: bundled)"),
                 QgsProcessingParameterFile.File, fileFilter=tr("E2DiffSR models (*.pt *.pth);;All files (*.*)"),
                 optional=True),
             QgsProcessingParameterString(self.BANDS, tr(f"{LABELS['BANDS']} (e.g. 1,2,3; empty: all)"),
@@ -209,15 +205,15 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.SAMPLES, tr(f"{LABELS['SAMPLES']} (averaged)"), integer,
                                          defaultValue=1, minValue=1, maxValue=_rules().MAX_SAMPLES),
             QgsProcessingParameterNumber(
-                self.TEMPERATURE, tr(f"{LABELS['TEMPERATURE']} (0: most faithful; 1: the authors' sampling; empty: "
-                                     f"0 for one sample, 1 for several)"), QgsProcessingParameterNumber.Double,
+                self.TEMPERATURE, tr(f"{LABELS['TEMPERATURE']} (empty: automatic)"),
+                QgsProcessingParameterNumber.Double,
                 defaultValue=None, optional=True, minValue=0.0, maxValue=1.0),
-            QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} in output pixels (0: "
-                                                            "automatic)"), integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} (0: automatic)"), integer,
+                                         defaultValue=0, minValue=0),
             options,
             QgsProcessingParameterBoolean(self.COG, tr(LABELS["COG"]), defaultValue=False),
             # optional: models saved before this parameter existed keep validating
-            QgsProcessingParameterBoolean(self.RAW, tr(f"{LABELS['RAW']} (no correction towards the input)"),
+            QgsProcessingParameterBoolean(self.RAW, tr(LABELS['RAW']),
                                           defaultValue=False, optional=True),
         ]
 
@@ -410,8 +406,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushWarning(for_qgis(str(w.message)))
 
         written = {name: path for name, path in resolved.items() if os.path.exists(path)}
-        if self.CONSISTENCY_MAP in written:
-            outputs.style_magnitude(context, written[self.CONSISTENCY_MAP])
+        unit = outputs.unit_of(self._source)
+        for name, what in ((self.CONSISTENCY_MAP, "correction"), (self.UNCERTAINTY, "std. deviation")):
+            if name in written:
+                outputs.style_magnitude(context, written[name], f"{what}, {unit}", written.get(self.OUTPUT))
         suffixes = {name: suffix for name, _, suffix in self.OPTIONAL_OUTPUTS}
         names = {name: f"{self._layer_name} {suffixes[name]}" if name in suffixes else self._layer_name
                  for name in resolved}

@@ -133,8 +133,9 @@ def test_the_consistency_map_loads_named_and_styled(provider, rasters, tiny_mode
     target = tmp_path / "map.tif"
     processing.runAndLoadResults(ALG, {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file),
                                        "OUTPUT": "TEMPORARY_OUTPUT", "CONSISTENCY_MAP": str(target)})
-    assert project_layer_names() == ["a48 x2", "a48 x2 consistency"]
-    layer = QgsProject.instance().mapLayersByName("a48 x2 consistency")[0]
+    # a file of the user's own takes its file name ("Prefer output filename for layer names", on by default)
+    assert project_layer_names() == ["a48 x2", "map"]
+    layer = QgsProject.instance().mapLayersByName("map")[0]
     assert layer.dataProvider().dataType(1) == gdal.GDT_Float32 and layer.bandCount() == 1
     assert layer.renderer().type() == "singlebandpseudocolor"  # from map.qml, written beside it
     assert (tmp_path / "map.qml").is_file()
