@@ -410,6 +410,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         for name, what in ((self.CONSISTENCY_MAP, "correction"), (self.UNCERTAINTY, "std. deviation")):
             if name in written:
                 outputs.style_magnitude(context, written[name], f"{what}, {unit}", written.get(self.OUTPUT))
+        outputs.keep_diagnostics_above(context, written.get(self.OUTPUT, ""),
+                                       [p for n, p in written.items() if n != self.OUTPUT])
         suffixes = {name: suffix for name, _, suffix in self.OPTIONAL_OUTPUTS}
         names = {name: f"{self._layer_name} {suffixes[name]}" if name in suffixes else self._layer_name
                  for name in resolved}

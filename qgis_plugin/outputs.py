@@ -127,6 +127,28 @@ class _LoadStyle(QgsProcessingLayerPostProcessorInterface):
             _above(context.project() or QgsProject.instance(), layer, self.below)
 
 
+class _Arrange(QgsProcessingLayerPostProcessorInterface):
+    """On the result layer: puts the diagnostic layers loaded before it (QGIS loads in no set order) above it."""
+
+    def __init__(self, diagnostics: list[str]):
+        super().__init__()
+        self.diagnostics = diagnostics
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+        project = context.project() or QgsProject.instance()
+        for lyr in list(project.mapLayers().values()):
+            if lyr.source() in self.diagnostics:
+                _above(project, lyr, layer.source())
+
+
+def keep_diagnostics_above(context, result: str, diagnostics: list[str]) -> None:
+    """Whatever order QGIS loads them in, the diagnostic layers end up just above the result."""
+    if diagnostics and context.willLoadLayerOnCompletion(result):
+        arranger = _Arrange(diagnostics)
+        _LoadStyle.keep = [*_LoadStyle.keep[-31:], arranger]
+        context.layerToLoadOnCompletionDetails(result).setPostProcessor(arranger)
+
+
 def _above(project, layer, source: str) -> None:
     """Move ``layer`` just above the layer read from ``source`` when both are in the Layers panel."""
     root = project.layerTreeRoot()
@@ -170,7 +192,8 @@ def unit_of(source: str) -> str:
     from osgeo import gdal
 
     try:
-        unit = gdal.Open(source).GetRasterBand(1).GetUnitType()
+        ds = gdal.Open(source)  # held while its band is read: a band outliving its dataset crashes GDAL
+        unit = ds.GetRasterBand(1).GetUnitType()
     except (RuntimeError, AttributeError):
         unit = ""
     return unit or "input units"
