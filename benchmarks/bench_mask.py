@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from osgeo import gdal, ogr, osr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,18 @@ def square_mask(path: str, raster: str, fraction: float) -> str:
     return path
 
 
+def inside_psnr(whole: str, masked: str) -> float:
+    """PSNR (8-bit) of the masked output's valid pixels against the whole run's pixels under them."""
+    w, m = gdal.Open(whole), gdal.Open(masked)
+    gw, gm = w.GetGeoTransform(), m.GetGeoTransform()
+    ox, oy = round((gm[0] - gw[0]) / gw[1]), round((gm[3] - gw[3]) / gw[5])
+    a = m.ReadAsArray().astype(np.float64)
+    b = w.ReadAsArray(ox, oy, m.RasterXSize, m.RasterYSize).astype(np.float64)
+    ok = m.GetRasterBand(1).GetMaskBand().ReadAsArray() > 0
+    mse = float(((a - b)[:, ok] ** 2).mean())
+    return 10 * math.log10(255.0**2 / mse) if mse else math.inf
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--side", type=int, default=160)
@@ -72,11 +85,13 @@ def main() -> None:
                                                  device="cpu", overwrite=True, mask=mask if kind == "masked" else None)
                 times[kind].append(round(time.perf_counter() - start, 2))
         med = {k: statistics.median(v) for k, v in times.items()}
+        agreement = inside_psnr(os.path.join(tmp, "whole.tif"), os.path.join(tmp, "masked.tif"))
         print(json.dumps({"machine": machine(), "input": f"{args.side} x {args.side}", "scale": args.scale,
                           "mask_fraction": 0.10, "seconds": times, "median_s": med,
                           "ratio": round(med["masked"] / med["whole"], 3),
                           "tiles": {k: [info[k]["tiles"], info[k]["tiles_skipped"]] for k in info},
-                          "masked_output": f"{info['masked']['width']} x {info['masked']['height']}"}, indent=1))
+                          "masked_output": f"{info['masked']['width']} x {info['masked']['height']}",
+                          "psnr_inside_vs_whole_db": round(agreement, 2)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from .raster_io.georef import scaled_geotransform
 
 #: Context around the area: output pixels (CondNet and the diffusion run on the output grid and its latent)
 #: and input pixels (the decoder's features on the input grid); measured in tests/test_area.py.
-MARGIN_OUT = 64
+MARGIN_OUT = 32
 MARGIN_LR = 16
 LATENT = 8
 
@@ -38,6 +38,7 @@ class AreaPlan(RunPlan):
 
     keep: tuple[int, int, int, int] = (0, 0, 0, 0)
     touches: Callable[[tuple[int, int, int, int]], bool] | None = None
+    latent_origin: tuple[int, int] = (0, 0)  # the computed box's first latent cell in the whole run's latent
 
     def all_tiles(self) -> list[tuple[int, int, int, int]]:
         ky0, ky1, kx0, kx1 = self.keep
@@ -49,8 +50,9 @@ class AreaPlan(RunPlan):
         return tiles if self.touches is None else [t for t in tiles if self.touches(t)]
 
     @classmethod
-    def of(cls, plan: RunPlan, keep, touches) -> AreaPlan:
-        return cls(**{f.name: getattr(plan, f.name) for f in fields(RunPlan)}, keep=keep, touches=touches)
+    def of(cls, plan: RunPlan, keep, touches, latent_origin=(0, 0)) -> AreaPlan:
+        return cls(**{f.name: getattr(plan, f.name) for f in fields(RunPlan)}, keep=keep, touches=touches,
+                   latent_origin=latent_origin)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,8 @@ def plan_tiles(engine, area: Area, scale: float, rows, **plan) -> AreaPlan:
     lx0, ly0, lx1, ly1 = area.lr
     base = engine.plan((ly1 - ly0, lx1 - lx0), scale, out_size=(cy1 - cy0, cx1 - cx0), grid=area.engine_grid,
                        out_rows=None, **plan)
-    return AreaPlan.of(base, area.keep(rows), area.touches if area.polygons is not None else None)
+    return AreaPlan.of(base, area.keep(rows), area.touches if area.polygons is not None else None,
+                       (cy0 // LATENT, cx0 // LATENT))
 
 
 def skipped(plan: AreaPlan) -> int:

@@ -265,3 +265,16 @@ def test_a_masked_run_writes_uncertainty_and_consistency_map_on_its_grid(tmp_pat
         values = ds.ReadAsArray().reshape(-1, 52, 42)
         nodata = ds.GetRasterBand(1).GetNoDataValue()
         assert (values[:, ~inside] == nodata).all() and (values[:, inside] >= 0).all()
+
+
+def test_samples_of_an_extent_draw_the_whole_runs_noise(tmp_path, tiny_model_file):
+    src = make_raster(tmp_path / "a.tif", pattern(40, 120))
+    whole, part = str(tmp_path / "whole.tif"), str(tmp_path / "part.tif")
+    common = dict(model=str(tiny_model_file), samples=2, tile=64)
+    superresolve_raster(src, whole, 2.0, **common)
+    x0, ymin = ground(150, 80)
+    x1, ymax = ground(230, 0)
+    superresolve_raster(src, part, 2.0, extent=(x0, ymin, x1, ymax), **common)
+    a, b, (ox, oy) = window_of(whole, part)
+    assert (ox, oy) == (150, 0)
+    assert psnr(a, b) >= 40, psnr(a, b)
