@@ -5,7 +5,8 @@
 A crop of the bundled sample (``--side`` input pixels a side) is super-resolved whole and with a mask: one
 square polygon covering 10% of the raster's area (off centre, as a field in an orthophoto would be). The two
 runs alternate, ``--repeats`` times each, on one machine in one process; the medians, their ratio and the
-tiles each computed are printed.
+tiles each computed are printed, and the FLOPs of one run of each (torch.utils.flop_counter: exact, unlike
+times on a loaded machine) with their ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from osgeo import gdal, ogr, osr
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,11 +86,19 @@ def main() -> None:
                 info[kind] = superresolve_raster(src, os.path.join(tmp, f"{kind}.tif"), args.scale, model=args.model,
                                                  device="cpu", overwrite=True, mask=mask if kind == "masked" else None)
                 times[kind].append(round(time.perf_counter() - start, 2))
+        flops = {}
+        for kind in ("whole", "masked"):  # exact, whatever else the machine is doing
+            with FlopCounterMode(display=False) as counter:
+                superresolve_raster(src, os.path.join(tmp, f"{kind}.tif"), args.scale, model=args.model,
+                                    device="cpu", overwrite=True, mask=mask if kind == "masked" else None)
+            flops[kind] = counter.get_total_flops()
         med = {k: statistics.median(v) for k, v in times.items()}
         agreement = inside_psnr(os.path.join(tmp, "whole.tif"), os.path.join(tmp, "masked.tif"))
         print(json.dumps({"machine": machine(), "input": f"{args.side} x {args.side}", "scale": args.scale,
                           "mask_fraction": 0.10, "seconds": times, "median_s": med,
                           "ratio": round(med["masked"] / med["whole"], 3),
+                          "gflops": {k: round(v / 1e9, 1) for k, v in flops.items()},
+                          "flop_ratio": round(flops["masked"] / flops["whole"], 3),
                           "tiles": {k: [info[k]["tiles"], info[k]["tiles_skipped"]] for k in info},
                           "masked_output": f"{info['masked']['width']} x {info['masked']['height']}",
                           "psnr_inside_vs_whole_db": round(agreement, 2)}, indent=1))
