@@ -14,11 +14,13 @@ import numpy as np
 from osgeo import gdal
 
 from .api import open_model, resolve_device
+from .area_run import area_nodata, plan_area, plan_tiles, skipped
 from .engine import RunIO, TiledSR
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, size_for_gdal
 from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
+from .raster_io.area import AreaOptions
 from .raster_io.georef import resolution_size
 from .request import Request
 from .rules import MAX_SCALE, check_output_side, check_scale, in_scale_range
@@ -96,6 +98,8 @@ def superresolve_raster(
     consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
     rows: tuple[int, int] | None = None, compile: bool = False, temperature: float | None = None,
+    extent: tuple[float, float, float, float] | None = None, extent_crs: str | None = None, mask: str | None = None,
+    mask_layer: str | None = None, mask_where: str | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size),
@@ -108,6 +112,11 @@ def superresolve_raster(
     (0 to 1) multiplies the diffusion's noise: None gives 0 for one sample (the most faithful output) and 1 for
     several (rules.check_temperature).
 
+    ``extent`` (xmin, ymin, xmax, ymax in the raster's CRS or ``extent_crs``) and ``mask`` (an OGR source; its
+    layer ``mask_layer``, features ``mask_where``) limit the run to an area: the output holds the whole-layer
+    output's pixels that cover it (same grid), pixels outside the mask's polygons are nodata and output tiles
+    that touch none are not computed (area_run.py).
+
     Raises E2DiffSRError with a one-line message for every problem a user can fix, and Cancelled when
     ``cancel()`` returns True; in every failure no output (and no temporary file) is left behind.
     """
@@ -115,7 +124,8 @@ def superresolve_raster(
                         seed=seed, bands=bands, tile=tile, samples=samples, uncertainty=uncertainty,
                         creation_options=creation_options, cog=cog, overwrite=overwrite, ranges=ranges,
                         precision=precision, raw=raw, consistency_map=consistency_map, rows=rows,
-                        compile=compile, temperature=temperature)
+                        compile=compile, temperature=temperature,
+                        area=AreaOptions(extent, extent_crs, mask, mask_layer, mask_where))
     return run_request(req, progress=progress, cancel=cancel, log=log)
 
 
@@ -125,12 +135,16 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
     log = log or (lambda _msg: None)
     with RasterReader(req.input, bands=req.bands, ranges=req.ranges) as reader:
         out_w, out_h, scale, alignment = output_grid(reader, req.scale, req.resolution, req.align_to, log)
+        area = plan_area(reader, req.area, out_w, out_h, alignment, log) if req.area is not None else None
         if reader.type_note:
             log(f"note: {reader.type_note}")
-        _check_temporary_space(req.output, out_w, out_h, len(reader.groups()) * req.samples)
+        size = area.size if area is not None else (out_w, out_h)
+        _check_temporary_space(req.output, *(area.computed_size if area is not None else size),
+                               len(reader.groups()) * req.samples)
         writers: dict[str, RasterWriter] = {}
         try:
-            writers = _open_writers(req, reader, (out_w, out_h), alignment)
+            writers = _open_writers(req, reader, size, area.alignment if area is not None else alignment,
+                                    area_nodata(reader) if area is not None and area.polygons else None)
             dev = resolve_device(req.device)
             net = open_model(req.model, dev)
             for ratio in {scale, alignment.scales[0] if alignment else out_w / reader.width}:
@@ -138,14 +152,11 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             # the run's temporary latents live in the output's run folder, removed however the run ends
             engine = TiledSR(net, dev, tile=req.tile, precision=req.precision,
                              workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile)
-            plan = engine.plan((reader.height, reader.width), scale, out_size=(out_h, out_w),
-                               grid=alignment.grid if alignment is not None else None, groups=reader.groups(),
-                               channels=len(reader.bands), samples=req.samples, seed=req.seed, out_rows=req.rows,
-                               temperature=req.temperature)
+            plan = _plan(engine, req, reader, scale, (out_w, out_h, alignment), area)
             model_desc = _describe_model(req.model, net)
             log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
-                f"output {out_w} x {out_h} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")
-            result = engine.run_plan(plan, _engine_io(reader, writers, progress, cancel, log))
+                f"output {size[0]} x {size[1]} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")
+            result = engine.run_plan(plan, _engine_io(reader, writers, (progress, cancel, log), area))
             for w in writers.values():
                 w.commit()
         except BaseException:
@@ -154,18 +165,32 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             raise
     return {
         "output": req.output, "uncertainty": req.uncertainty, "consistency_map": req.consistency_map,
-        "width": out_w, "height": out_h, "device": str(dev), "model": model_desc, "tile": result.tile,
+        "width": size[0], "height": size[1], "device": str(dev), "model": model_desc, "tile": result.tile,
         "overlap": result.overlap, "tiles": result.tiles, "samples": req.samples,
+        "tiles_skipped": skipped(plan) if area is not None else 0,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
 
-def _open_writers(req: Request, reader: RasterReader, size, alignment) -> dict[str, RasterWriter]:
+def _plan(engine: TiledSR, req: Request, reader: RasterReader, scale: float, whole, area):
+    """The engine's plan: the whole output, or the area's computed box with only its tiles decoded."""
+    out_w, out_h, alignment = whole
+    common = dict(groups=reader.groups(), channels=len(reader.bands), samples=req.samples, seed=req.seed,
+                  temperature=req.temperature)
+    if area is not None:
+        return plan_tiles(engine, area, scale, req.rows, **common)
+    return engine.plan((reader.height, reader.width), scale, out_size=(out_h, out_w),
+                       grid=alignment.grid if alignment is not None else None, out_rows=req.rows, **common)
+
+
+def _open_writers(req: Request, reader: RasterReader, size, alignment, nodata=None) -> dict[str, RasterWriter]:
     """The output and the optional Float32 outputs, each checked (name, overwriting, creation options) now;
-    those already opened are aborted when a later one is refused."""
+    those already opened are aborted when a later one is refused. ``nodata``: the output's, where the input's
+    will not do (a masked output of an input without one)."""
     common = dict(creation_options=list(req.creation_options), cog=req.cog, overwrite=req.overwrite,
                   alignment=alignment, rows=req.rows)
-    writers = {"output": RasterWriter(req.output, reader, *size, **common)}
+    writers = {"output": RasterWriter(req.output, reader, *size, **common,
+                                      **({"nodata": nodata} if nodata is not None else {}))}
     try:
         for label, path in req.extra_outputs().items():
             bands_out = len(reader.bands) if label == "uncertainty raster" else 1
@@ -178,8 +203,10 @@ def _open_writers(req: Request, reader: RasterReader, size, alignment) -> dict[s
     return writers
 
 
-def _engine_io(reader: RasterReader, writers: dict[str, RasterWriter], progress, cancel, log) -> RunIO:
-    """The engine's callbacks: windows of the input in, output windows to each writer."""
+def _engine_io(reader: RasterReader, writers: dict[str, RasterWriter], report, area=None) -> RunIO:
+    """The engine's callbacks: windows of the input in, output windows to each writer; with an ``area`` the
+    engine's pixels are the area's computed box (placed into the output, masked by its polygons)."""
+    progress, cancel, log = report
     spans = np.array([r.span for r in reader.ranges], np.float32)[:, None, None]
     unc_writer, map_writer = writers.get("uncertainty raster"), writers.get("consistency map")
 
@@ -187,15 +214,23 @@ def _engine_io(reader: RasterReader, writers: dict[str, RasterWriter], progress,
         data, valid = reader.read(x, y, w, h)
         return np.clip(data, 0.0, 1.0), valid  # the writer adds back what lies outside [0, 1]
 
+    def place(x, y, block):
+        if area is None:
+            return x, y, None
+        x, y = area.to_box(x, y)
+        return x, y, area.inside(x, y, block.shape[2], block.shape[1])
+
     def write(x, y, mean, _valid, std):
         # the writer takes validity per band from the input itself (nodata in one band keeps the others)
-        writers["output"].write(x, y, mean)
+        x, y, inside = place(x, y, mean)
+        writers["output"].write(x, y, mean, inside)
         if unc_writer is not None and std is not None:
-            unc_writer.write_raw(x, y, (std * spans).astype(np.float32))
+            unc_writer.write_raw(x, y, (std * spans).astype(np.float32), inside)
 
     def write_correction(x, y, size, _valid, _std):
         # the largest correction over the bands, in the input's units
-        map_writer.write_raw(x, y, (size * spans).max(axis=0, keepdims=True).astype(np.float32))
+        x, y, inside = place(x, y, size)
+        map_writer.write_raw(x, y, (size * spans).max(axis=0, keepdims=True).astype(np.float32), inside)
 
-    return RunIO(read, write, reader.ungroup, write_correction if map_writer is not None else None, progress,
-                 cancel, log)
+    return RunIO(read if area is None else area.read(read), write, reader.ungroup,
+                 write_correction if map_writer is not None else None, progress, cancel, log)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .api import NO_MODEL, default_model_path
 from .errors import E2DiffSRError
+from .raster_io.area import AreaOptions, check_options
 from .rules import MAX_SCALE, check_precision, check_samples, check_scale, check_temperature, check_tile
 
 
@@ -42,6 +43,7 @@ class Request:
     compile: bool = False                           # the UNet through torch.compile (engine.CompiledUNet)
     temperature: float | None = None                # None: rules.check_temperature's default (check: resolved)
     rows: tuple[int, int] | None = None             # only these output rows (one part of a split raster)
+    area: AreaOptions | None = None                 # an extent and/or a polygon mask (raster_io/area.py)
 
     @classmethod
     def check(cls, input: str, output: str, scale: float | None = None, **options) -> Request:
@@ -62,13 +64,16 @@ class Request:
             raise E2DiffSRError("give exactly one of a scale (--scale), a target pixel size (--resolution) or a "
                                 "reference grid (--align-to)")
         scale = None if req.scale is None else check_scale(req.scale, MAX_SCALE)
+        if req.area is not None:
+            check_options(req.area)
         if req.model is None and default_model_path() is None:
             raise E2DiffSRError(NO_MODEL)
         return replace(req, samples=samples, tile=tile, scale=scale, temperature=temperature,
                        resolution=None if req.resolution is None else tuple(req.resolution),
                        bands=None if req.bands is None else tuple(req.bands),
                        ranges=None if req.ranges is None else tuple(tuple(r) for r in req.ranges),
-                       creation_options=tuple(req.creation_options))
+                       creation_options=tuple(req.creation_options),
+                       area=req.area if req.area is not None and req.area.given else None)
 
     def extra_outputs(self) -> dict[str, str]:
         """The optional Float32 outputs asked for, by label."""

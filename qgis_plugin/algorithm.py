@@ -32,7 +32,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from . import deps, devices, outputs
+from . import area, deps, devices, outputs, preview
 from .help import HELP
 from .wording import LABELS, for_qgis, label
 
@@ -133,6 +133,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self._resolution = None
         self._align = None
         self._scale = None
+        self._area = {}
 
     # --- identity -------------------------------------------------------------------------------------------
     def name(self):
@@ -146,7 +147,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
 
     def tags(self):
         return tr("super-resolution,superresolution,upscale,upsample,enlarge,resolution,sharpen,deep learning,"
-                  "diffusion,e2diffsr,ai").split(",")
+                  "diffusion,e2diffsr,ai,resample,resampling,upsampling,increase resolution,extent,mask").split(",")
 
     def shortHelpString(self):
         return tr(HELP)
@@ -165,12 +166,12 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, tr(LABELS["SCALE"]), QgsProcessingParameterNumber.Double, defaultValue=2.0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} in the layer's CRS units (optional; "
-                                       f"when set, {LABELS['SCALE']} is not used)"),
+            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} (optional, CRS units)"),
             QgsProcessingParameterNumber.Double, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} this raster (optional; its pixel size and grid origin, "
-                              f"instead of {LABELS['SCALE']})"), optional=True))
+            self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} (optional)"), optional=True))
+        for param in area.parameters():
+            self.addParameter(param)
         for param in self._advanced_parameters():
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
@@ -178,11 +179,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         # Not flagged advanced: the Graphical Modeler cannot show an advanced *output* (KeyError in
         # ModelerParametersDialog when advanced parameters are shown).
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.UNCERTAINTY, tr(f"{LABELS['UNCERTAINTY']} (per-pixel std. deviation of the samples; needs 2+ "
-                                 "samples)"), optional=True, createByDefault=False))
+            self.UNCERTAINTY, tr(f"{LABELS['UNCERTAINTY']} (needs 2+ samples)"), optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONSISTENCY_MAP, tr(f"{LABELS['CONSISTENCY_MAP']} (how much each pixel was corrected to agree "
-                                     "with the input, in its units)"), optional=True, createByDefault=False))
+            self.CONSISTENCY_MAP, tr(LABELS['CONSISTENCY_MAP']), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputString("USED_DEVICE", tr("Device used")))
         self.addOutput(QgsProcessingOutputString("USED_MODEL", tr("Model used")))
         self.addOutput(QgsProcessingOutputNumber("USED_TILE_SIZE", tr("Tile size used")))
@@ -193,7 +192,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         integer = QgsProcessingParameterNumber.Integer
         return [
             QgsProcessingParameterFile(
-                self.MODEL, tr(f"{LABELS['MODEL']} (empty: the bundled demonstration model)"),
+                self.MODEL, tr(f"{LABELS['MODEL']} (empty: bundled)"),
                 QgsProcessingParameterFile.File, fileFilter=tr("E2DiffSR models (*.pt *.pth);;All files (*.*)"),
                 optional=True),
             QgsProcessingParameterString(self.BANDS, tr(f"{LABELS['BANDS']} (e.g. 1,2,3; empty: all)"),
@@ -206,15 +205,15 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(self.SAMPLES, tr(f"{LABELS['SAMPLES']} (averaged)"), integer,
                                          defaultValue=1, minValue=1, maxValue=_rules().MAX_SAMPLES),
             QgsProcessingParameterNumber(
-                self.TEMPERATURE, tr(f"{LABELS['TEMPERATURE']} (0: most faithful; 1: the authors' sampling; empty: "
-                                     f"0 for one sample, 1 for several)"), QgsProcessingParameterNumber.Double,
+                self.TEMPERATURE, tr(f"{LABELS['TEMPERATURE']} (empty: automatic)"),
+                QgsProcessingParameterNumber.Double,
                 defaultValue=None, optional=True, minValue=0.0, maxValue=1.0),
-            QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} in output pixels (0: "
-                                                            "automatic)"), integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} (0: automatic)"), integer,
+                                         defaultValue=0, minValue=0),
             options,
             QgsProcessingParameterBoolean(self.COG, tr(LABELS["COG"]), defaultValue=False),
             # optional: models saved before this parameter existed keep validating
-            QgsProcessingParameterBoolean(self.RAW, tr(f"{LABELS['RAW']} (no correction towards the input)"),
+            QgsProcessingParameterBoolean(self.RAW, tr(LABELS['RAW']),
                                           defaultValue=False, optional=True),
         ]
 
@@ -259,15 +258,31 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             return False, tr(f"{label('RAW')} output has no correction to map: untick {label('RAW')} or leave "
                              f"{label('CONSISTENCY_MAP')} empty.")
         try:
-            parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except QgsProcessingException as exc:
             return False, str(exc)
+        problem = self._layer_problem(parameters, context, bands) or area.output_problem(
+            outputs.path_of(parameters.get(self.OUTPUT), context))
+        if problem:
+            return False, problem
         entry, problem = self._device_entry(parameters)
         if problem:
             return False, problem
         if entry is not None:
             parameters = {**parameters, self.DEVICE: entry}  # 'cpu' from a script is the list's 'CPU'
         return super().checkParameterValues(parameters, context)
+
+    def _layer_problem(self, parameters, context, bands) -> str | None:
+        """What the input layer itself rules out: bands beyond it, a pixel size it cannot give, the area."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None or not layer.isValid():
+            return None  # QGIS's own check of INPUT says so
+        problem = area.bands_problem(bands, layer) or area.problems(self, parameters, context, layer)
+        if problem is None and parameters.get(self.TARGET_RESOLUTION) not in (None, ""):
+            res = self.parameterAsDouble(parameters, self.TARGET_RESOLUTION, context)
+            if math.isfinite(res) and res > 0:
+                problem = area.pixel_size_problem(res, layer, _rules().MAX_SCALE)
+        return problem
 
     # --- running --------------------------------------------------------------------------------------------
     def _target_resolution(self, parameters, context) -> float | None:
@@ -317,10 +332,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             problem = scale_problem(scale)
         else:  # the model's scale inputs are height ratios; the engine checks both axes
             scale = layer.rasterUnitsPerPixelY() / self._resolution
-            problem = None if _rules().in_scale_range(scale) else tr(
-                f"{label('TARGET_RESOLUTION')} {self._resolution:g} makes pixels {scale:.3g} times finer than the "
-                f"layer's ({layer.rasterUnitsPerPixelY():g}); the model works between 1x and "
-                f"{_rules().MAX_SCALE:g}x finer (down-sampling is GDAL's job: Raster > Projections > Warp).")
+            problem = area.pixel_size_problem(self._resolution, layer, _rules().MAX_SCALE)
         if problem:
             raise QgsProcessingException(problem)
         self._scale = scale
@@ -329,6 +341,11 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
         self._source = layer.source()
+        problem = area.problems(self, parameters, context, layer)  # batches and models skip the dialog's check
+        if problem:
+            raise QgsProcessingException(problem)
+        self._area = area.engine_keywords(self, parameters, context, layer, feedback)
+        preview.remember(parameters)
         self._layer_name = (aligned[1] if aligned is not None else f"{layer.name()} x{scale:g}"
                             if self._resolution is None else f"{layer.name()} at {self._resolution:g}")
         warning = scale_warning(scale)
@@ -375,6 +392,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         )
         for name, keyword, _ in self.OPTIONAL_OUTPUTS:
             kwargs[keyword] = resolved.get(name)
+        kwargs.update(self._area)
         scale = self._scale
         if self._resolution is not None:
             kwargs["resolution"] = (self._resolution, self._resolution)
@@ -388,8 +406,12 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushWarning(for_qgis(str(w.message)))
 
         written = {name: path for name, path in resolved.items() if os.path.exists(path)}
-        if self.CONSISTENCY_MAP in written:
-            outputs.style_magnitude(context, written[self.CONSISTENCY_MAP])
+        unit = outputs.unit_of(self._source)
+        for name, what in ((self.CONSISTENCY_MAP, "correction"), (self.UNCERTAINTY, "std. deviation")):
+            if name in written:
+                outputs.style_magnitude(context, written[name], f"{what}, {unit}", written.get(self.OUTPUT))
+        outputs.keep_diagnostics_above(context, written.get(self.OUTPUT, ""),
+                                       [p for n, p in written.items() if n != self.OUTPUT])
         suffixes = {name: suffix for name, _, suffix in self.OPTIONAL_OUTPUTS}
         names = {name: f"{self._layer_name} {suffixes[name]}" if name in suffixes else self._layer_name
                  for name in resolved}

@@ -4,25 +4,25 @@ from pathlib import Path
 
 from .deps import LIB_DIR
 
-MODEL_CARD_URL = "https://github.com/e2diffsr/e2diffsr-qgis/blob/main/e2diffsr_core/weights/MODEL_CARD.md"
 
-
-def _model_card_link() -> str:
-    """The bundled model card as a local file when the plugin carries it, else the project's copy online."""
+def model_card_path() -> Path | None:
+    """The bundled model card (the plugin's copy of the engine, or the source tree's)."""
     for root in (LIB_DIR, Path(__file__).resolve().parent.parent):
         card = root / "e2diffsr_core" / "weights" / "MODEL_CARD.md"
         if card.is_file():
-            return f'<a href="{card.as_uri()}">model card</a> (<a href="{MODEL_CARD_URL}">online</a>)'
-    return f'<a href="{MODEL_CARD_URL}">model card</a>'
+            return card
+    return None
 
 
-HELP = f"""<p>Enlarges a raster by any factor above 1 (x2, x2.6, x3.4, x4 ... up to x16) with the E2DiffSR \
+HELP = """<p>Enlarges a raster by any factor above 1 (x2, x2.6, x3.4, x4 ... up to x16) with the E2DiffSR \
 latent-diffusion super-resolution model. The output covers the same area in the same CRS with \
 int(width &times; scale) &times; int(height &times; scale) pixels, the same bands, data type and NoData. \
 The result is loaded as "<i>input name</i> x<i>scale</i>".</p>
-<p><b>The bundled model is a small demonstration model</b> (trained for minutes on four pictures): it makes \
-the plugin work out of the box and is sharper than bicubic, but for real work use a converted or \
-retrained model in <b>Model file</b>. See its {_model_card_link()}.</p>
+<p><b>The bundled model is a small demonstration model</b> (trained for minutes on a few forest pictures; \
+the model card lists its seven training pictures and which of them the current weights saw): it makes the \
+plugin work out of the box and is sharper than bicubic, but for real work use a converted or retrained \
+model in <b>Model file</b>. Its model card opens from <i>Raster &gt; E2DiffSR &gt; Model card</i> \
+(MODEL_CARD.md beside the model).</p>
 <p><b>Scale factor</b>: above 1, up to 16. The model was trained for 1 to 8; larger scales work but look softer \
 (the log warns before the run).</p>
 <p><b>Model file</b>: a model file (.pt); leave empty to use the bundled model.</p>
@@ -56,6 +56,13 @@ it reproduces the input (more faithful, and closer to the truth on every test pi
 own output. <b>Consistency map</b> (optional): how much each pixel was corrected, in the input's units: where the \
 model's detail disagreed with the input.</p>
 <p><b>GeoTIFF creation options</b>: e.g. <code>COMPRESS=ZSTD;PREDICTOR=2</code> (separated by ; or |).</p>
-<p>Before the run the log states the plan (output size, tiles, device) and an estimated time measured with a \
-short test pass. Cancelling stops within a tile and leaves no output file. Requires PyTorch in the Python QGIS \
+<p><b>Processing extent</b> (optional): only this part of the layer (the layer's extent, the map canvas or an \
+area drawn on it). <b>Only inside polygons</b> (optional): a polygon layer (or its selected features); pixels \
+outside the polygons are NoData and tiles that touch none are not computed. The output keeps the whole layer's \
+pixel grid, so pieces line up with each other and with a later whole run.</p>
+<p><i>Raster &gt; E2DiffSR &gt; Super-resolve visible area</i> (also a toolbar button) previews the active \
+raster layer where the map shows it, with the settings of the last run, into a temporary layer above it.</p>
+<p>Before the run the log states the plan (output size, tiles, device) and an estimated time from the model's \
+arithmetic and the pace of earlier runs on this device; the progress bar then shows the time left. \
+Cancelling stops within a tile and leaves no output file. Requires PyTorch in the Python QGIS \
 uses; if it is missing, <i>Raster &gt; E2DiffSR &gt; Set up PyTorch...</i> installs it.</p>"""

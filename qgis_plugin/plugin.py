@@ -17,6 +17,9 @@ class E2DiffSRPlugin:
         self.provider = None
         self.action = None
         self.setup_action = None
+        self.card_action = None
+        self.preview_action = None
+        self.previews = []  # running previews (their tasks must outlive the click)
         self.message = None
         self.dialog = None
 
@@ -42,10 +45,21 @@ class E2DiffSRPlugin:
         self.action.triggered.connect(self.open_dialog)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToRasterMenu(MENU, self.action)
+        self.preview_action = QAction(icon, "Super-resolve visible area", self.iface.mainWindow())
+        self.preview_action.setObjectName("e2diffsrPreview")
+        self.preview_action.setToolTip("A quick look: the active raster layer, only what the map shows, with the "
+                                       "last settings of Super-resolve raster, into a temporary layer")
+        self.preview_action.triggered.connect(self.preview)
+        self.iface.addToolBarIcon(self.preview_action)
+        self.iface.addPluginToRasterMenu(MENU, self.preview_action)
         self.setup_action = QAction("Set up PyTorch...", self.iface.mainWindow())
         self.setup_action.setObjectName("e2diffsrSetupTorch")
         self.setup_action.triggered.connect(self.open_setup)
         self.iface.addPluginToRasterMenu(MENU, self.setup_action)
+        self.card_action = QAction("Model card", self.iface.mainWindow())
+        self.card_action.setObjectName("e2diffsrModelCard")
+        self.card_action.triggered.connect(self.open_model_card)
+        self.iface.addPluginToRasterMenu(MENU, self.card_action)
         if deps.torch_missing():
             self.warn_missing_torch()
 
@@ -75,6 +89,18 @@ class E2DiffSRPlugin:
         self.dialog.show()
         return self.dialog
 
+    def open_model_card(self):
+        from .model_card import ModelCardDialog
+
+        self.card = ModelCardDialog(self.iface.mainWindow() if self.iface else None)
+        self.card.show()
+        return self.card
+
+    def preview(self):
+        from .preview import run_visible_area
+
+        return run_visible_area(self.iface, self.previews)
+
     @staticmethod
     def open_dialog():
         import processing
@@ -82,13 +108,13 @@ class E2DiffSRPlugin:
         processing.execAlgorithmDialog(ALGORITHM_ID)
 
     def unload(self):
-        for action in (self.action, self.setup_action):
+        for action in (self.action, self.preview_action, self.setup_action, self.card_action):
             if action is not None:
-                if action is self.action:
+                if action in (self.action, self.preview_action):
                     self.iface.removeToolBarIcon(action)
                 self.iface.removePluginRasterMenu(MENU, action)
                 action.deleteLater()
-        self.action = self.setup_action = None
+        self.action = self.setup_action = self.preview_action = self.card_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

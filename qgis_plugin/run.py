@@ -31,34 +31,67 @@ def _device_label(device: torch.device) -> str:
     return "the CPU"
 
 
-def announce(source: str, scale: float, kwargs: dict, feedback) -> None:
-    """Log the plan (tiles, device) and an estimated time measured by one short pass, before the run."""
+def _area_size(source: str, scale: float, kwargs: dict) -> tuple[int, int] | None:
+    """The output size of a run limited to a processing area (None for the whole layer)."""
+    if not (kwargs.get("extent") or kwargs.get("mask")):
+        return None
+    from e2diffsr_core.area_run import plan_area
+    from e2diffsr_core.raster import output_grid
+    from e2diffsr_core.raster_io import RasterReader
+    from e2diffsr_core.raster_io.area import AreaOptions
+
+    opts = AreaOptions(kwargs.get("extent"), None, kwargs.get("mask"), kwargs.get("mask_layer"))
+    grid_given = kwargs.get("resolution") or kwargs.get("align_to")
+    with RasterReader(source, bands=kwargs.get("bands")) as reader:
+        out_w, out_h, _, alignment = output_grid(reader, None if grid_given else scale, kwargs.get("resolution"),
+                                                 kwargs.get("align_to"), lambda _m: None)
+        return plan_area(reader, opts, out_w, out_h, alignment, lambda _m: None).size
+
+
+def announce(source: str, scale: float, kwargs: dict, feedback) -> tuple[float | None, dict, object, object]:
+    """Log the plan (tiles, device) and the estimated time before the run: (seconds, plan, model, device)."""
     device = resolve_device(kwargs["device"])
     net = open_model(kwargs["model"], device)
-    plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device)
-    seconds = None
-    # A run no larger than a few test passes is over about as soon as it would be measured.
-    if estimate.worth_measuring(plan) and not feedback.isCanceled():
-        probe_seconds, probe_pixels = estimate.measure(net, device, scale)
-        seconds = estimate.estimate_seconds(plan, probe_seconds, probe_pixels)
-    feedback.pushInfo(estimate.describe(plan, _device_label(device), seconds))
-    del net
+    plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device,
+                         _area_size(source, scale, kwargs))
+    seconds, plan["flops"], where = estimate.estimate_seconds(plan, net, device)
+    feedback.pushInfo(estimate.describe(plan, _device_label(device), seconds, where))
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    return seconds, plan, net, device
+
+
+def _progress(feedback, remaining):
+    """Progress to QGIS, with the time left in the dialog's progress text and now and then in the log."""
+    said = [0.0]
+
+    def report(fraction: float) -> None:
+        feedback.setProgress(100.0 * fraction)
+        left = remaining.seconds(fraction)
+        if left is None:
+            return
+        feedback.setProgressText(f"{estimate.duration(left)} left")
+        if fraction - said[0] >= 0.25 and fraction < 0.99:
+            said[0] = fraction
+            feedback.pushInfo(f"{100 * fraction:.0f}% done, {estimate.duration(left)} left")
+
+    return report
 
 
 def run_engine(source: str, output: str, scale: float, kwargs: dict, feedback) -> dict:
     """superresolve_raster with the feedback wired in; every engine error becomes one QGIS message."""
     feedback.pushInfo(f"Super-resolving {source} x{scale:g} -> {output}")
     try:
-        announce(source, scale, kwargs, feedback)
+        seconds, plan, net, device = announce(source, scale, kwargs, feedback)
         # a target pixel size or a reference grid replaces the scale (which then only sized the plan above)
         grid_given = kwargs.get("resolution") or kwargs.get("align_to")
         info = superresolve_raster(source, output, None if grid_given else scale, **kwargs,
-                                   progress=lambda f: feedback.setProgress(100.0 * f),
+                                   progress=_progress(feedback, estimate.Remaining(seconds)),
                                    cancel=feedback.isCanceled, log=feedback.pushInfo)
     except E2DiffSRError as exc:  # also Cancelled: "cancelled by the user; no output was written"
         raise QgsProcessingException(for_qgis(str(exc))) from None
+    if isinstance(info.get("seconds"), (int, float)) and not info.get("tiles_skipped"):
+        estimate.record(net, device, plan["flops"], info["seconds"], seconds)
     seconds = f", {info['seconds']:.1f} s" if isinstance(info.get("seconds"), (int, float)) else ""
     feedback.pushInfo(f"Done: {info.get('width')} x {info.get('height')} px on device {info.get('device')}, model "
                       f"{info.get('model')}, tile size {info.get('tile')}{seconds}")

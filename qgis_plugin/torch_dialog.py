@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import html
+import os
+import sys
 
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QApplication,
     QDialog,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -31,6 +35,36 @@ def machine_text(gpu: bool) -> str:
     return f"This machine has {names}, so the CUDA build fits: it runs the model on the GPU."
 
 
+def site_packages_of(folder: str) -> tuple[str | None, str]:
+    """(the site-packages folder with PyTorch in ``folder``, a Python environment or its site-packages; or
+    None) and a sentence saying what was found."""
+    py = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    candidates = [folder, os.path.join(folder, "Lib", "site-packages"),
+                  os.path.join(folder, "lib", py, "site-packages"),
+                  *sorted(glob.glob(os.path.join(folder, "lib", "python3*", "site-packages")))]
+    for c in candidates:
+        if os.path.isfile(os.path.join(c, "torch", "__init__.py")):
+            other = os.path.basename(os.path.dirname(c))
+            if other.startswith("python3") and other != py:
+                return None, (f"{c} holds PyTorch for {other.replace('python', 'Python ')}, but QGIS runs Python "
+                              f"{py[6:]}: its compiled parts cannot load here. Choose an environment made with "
+                              f"Python {py[6:]}.")
+            return c, f"PyTorch found in {c}."
+    return None, (f"No PyTorch in {folder}: choose the folder of a Python environment (a venv or conda "
+                  "environment) that has PyTorch installed, or its site-packages folder.")
+
+
+def torch_version() -> str | None:
+    """The version of the PyTorch that imports here (None when none does)."""
+    if deps.torch_missing():
+        return None
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - a broken install is as good as none here
+        return None
+    return f"{torch.__version__} ({os.path.dirname(torch.__file__)})"
+
+
 class TorchSetupDialog(QDialog):
     def __init__(self, parent=None, missing: list[str] | None = None, packages: list[str] | None = None,
                  gpu: bool | None = None, system: str | None = None):
@@ -49,17 +83,29 @@ class TorchSetupDialog(QDialog):
         self.succeeded = None
         self._build(missing)
 
+    def _text(self, missing: list[str]) -> str:
+        size = SIZES.get(self.plan.build, "")
+        existing = ("<p>Or, if another Python environment on this computer has PyTorch, click <b>Use an "
+                    "existing Python environment...</b> and choose its folder.</p>")
+        if not missing:
+            version = torch_version() or "installed"
+            return (f"<p><b>PyTorch {html.escape(version)} is installed and imports in the Python that QGIS "
+                    "uses: the algorithm can run. Nothing needs to be installed.</p>"
+                    f"<p>{html.escape(machine_text(self.gpu))}</p>"
+                    "<p>To use another PyTorch (e.g. a CUDA build in another environment), choose it with "
+                    "<b>Use an existing Python environment...</b>, or reinstall with this command:</p>")
+        what = "<br>".join(f"&bull; {html.escape(m)}" for m in missing)
+        return ("<p>The super-resolution algorithm runs on PyTorch, which the Python that QGIS uses does not "
+                f"have. Missing:<br>{what}</p>"
+                f"<p>{html.escape(machine_text(self.gpu))}</p>"
+                f"<p><b>To install:</b> PyTorch, {html.escape(self.plan.build)} ({size}) for "
+                f"{OS_NAMES.get(self.plan.system, self.plan.system)}, into your user folder (no administrator "
+                "rights needed). Click <b>Install</b>, or run this command yourself and restart QGIS:</p>"
+                + existing)
+
     def _build(self, missing: list[str]) -> None:
         layout = QVBoxLayout(self)
-        what = "<br>".join(f"&bull; {html.escape(m)}" for m in missing) or "&bull; nothing: PyTorch imports."
-        size = SIZES.get(self.plan.build, "")
-        self.summary = QLabel(
-            "<p>The super-resolution algorithm runs on PyTorch, which the Python that QGIS uses does not "
-            f"have. Missing:<br>{what}</p>"
-            f"<p>{html.escape(machine_text(self.gpu))}</p>"
-            f"<p><b>To install:</b> PyTorch, {html.escape(self.plan.build)} ({size}) for "
-            f"{OS_NAMES.get(self.plan.system, self.plan.system)}, into your user folder (no administrator "
-            "rights needed). Click <b>Install</b>, or run this command yourself and restart QGIS:</p>")
+        self.summary = QLabel(self._text(missing))
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.RichText)
         self.summary.setAlignment(Qt.AlignTop | Qt.AlignLeft)
@@ -85,9 +131,13 @@ class TorchSetupDialog(QDialog):
         layout.addWidget(self.log, 1)
         layout.addStretch(0)
         buttons = QHBoxLayout()
+        self.existing_button = QPushButton("Use an existing Python environment...")
+        self.existing_button.setObjectName("e2diffsrUseEnvironment")
+        self.existing_button.clicked.connect(self.choose_environment)
+        buttons.addWidget(self.existing_button)
         buttons.addStretch(1)
-        self.install_button = QPushButton("Install")
-        self.install_button.setDefault(True)
+        self.install_button = QPushButton("Install" if missing else "Reinstall")
+        self.install_button.setDefault(bool(missing))
         self.install_button.clicked.connect(self.install)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.reject)
@@ -95,6 +145,24 @@ class TorchSetupDialog(QDialog):
         buttons.addWidget(self.close_button)
         layout.addLayout(buttons)
         self.resize(720, 300)
+
+    # --- an existing environment -----------------------------------------------------------------------------
+    def choose_environment(self, folder: str | None = None) -> str | None:
+        """Pick a Python environment's folder; its site-packages becomes the plugin's Python path setting."""
+        if not folder:
+            folder = QFileDialog.getExistingDirectory(self, "A Python environment with PyTorch")
+        if not folder:
+            return None
+        found, sentence = site_packages_of(folder)
+        if found is None:
+            QMessageBox.warning(self, "E2DiffSR", sentence)
+            return None
+        from qgis.core import QgsSettings
+
+        QgsSettings().setValue(deps.SETTING, found)
+        QMessageBox.information(self, "E2DiffSR", f"{sentence} The plugin will use it (setting {deps.SETTING}); "
+                                "restart QGIS to load it.")
+        return found
 
     # --- installing -----------------------------------------------------------------------------------------
     def install(self, find_links: str | None = None, target: str | None = None) -> None:

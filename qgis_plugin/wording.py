@@ -27,13 +27,16 @@ LABELS = {
     "TARGET_RESOLUTION": "Target pixel size",
     "ALIGN_TO": "Align to the grid of",
     "CONSISTENCY_MAP": "Consistency map",
+    "EXTENT": "Processing extent",
+    "MASK": "Only inside polygons",
 }
 
 _FLAGS = {
     "--device": "DEVICE", "--samples": "SAMPLES", "--bands": "BANDS", "--scale": "SCALE", "--model": "MODEL",
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
     "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION", "--align-to": "ALIGN_TO",
-    "--consistency-map": "CONSISTENCY_MAP", "--temperature": "TEMPERATURE",
+    "--consistency-map": "CONSISTENCY_MAP", "--temperature": "TEMPERATURE", "--extent": "EXTENT",
+    "--mask": "MASK",
 }
 
 # Whole phrases first, where a literal swap would read badly.

@@ -133,8 +133,9 @@ def test_the_consistency_map_loads_named_and_styled(provider, rasters, tiny_mode
     target = tmp_path / "map.tif"
     processing.runAndLoadResults(ALG, {"INPUT": str(rasters["a48"]), "SCALE": 2.0, "MODEL": str(tiny_model_file),
                                        "OUTPUT": "TEMPORARY_OUTPUT", "CONSISTENCY_MAP": str(target)})
-    assert project_layer_names() == ["a48 x2", "a48 x2 consistency"]
-    layer = QgsProject.instance().mapLayersByName("a48 x2 consistency")[0]
+    # a file of the user's own takes its file name ("Prefer output filename for layer names", on by default)
+    assert project_layer_names() == ["a48 x2", "map"]
+    layer = QgsProject.instance().mapLayersByName("map")[0]
     assert layer.dataProvider().dataType(1) == gdal.GDT_Float32 and layer.bandCount() == 1
     assert layer.renderer().type() == "singlebandpseudocolor"  # from map.qml, written beside it
     assert (tmp_path / "map.qml").is_file()
@@ -212,17 +213,21 @@ def test_above_trained_range_is_warned_before_the_run(provider, rasters, tiny_mo
 
 # --- the plan and the estimate -----------------------------------------------------------------------------------
 def test_plan_and_estimate_are_logged_before_the_run(provider, rasters, tiny_model_file, tmp_path, monkeypatch):
-    from qgis_plugin import estimate
-
-    monkeypatch.setattr(estimate, "PROBE_OUTPUT", 32)  # a 128 x 128 px run is then worth an estimate
+    monkeypatch.setenv("E2DIFFSR_CACHE_DIR", str(tmp_path / "cache"))
     feedback = Recorder()
-    run({"INPUT": str(rasters["c64"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": "CPU",
-         "TILE_SIZE": 64, "OUTPUT": str(tmp_path / "p.tif")}, feedback)
+    params = {"INPUT": str(rasters["c64"]), "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": "CPU",
+              "TILE_SIZE": 64, "OUTPUT": str(tmp_path / "p.tif")}
+    run(params, feedback)
     plan = next(text for text in feedback.infos if text.startswith("Plan:"))
     # 128 x 128 px out of 64 px tiles (exact, no overlap): 2 x 2 tiles, as the engine plans them.
     assert "128 x 128 px output, 3 band(s) in 1 group(s)" in plan and "4 tile(s) of 64 px, on the CPU" in plan
-    assert "Estimated time: about " in plan and "32 x 32 px test pass" in plan
+    assert "Estimated time: about " in plan and "a short probe" in plan
     assert feedback.infos.index(plan) < min(i for i, t in enumerate(feedback.infos) if t.startswith("device: "))
+    # the run's own pace is kept for the next estimate on this device
+    again = Recorder()
+    run({**params, "OUTPUT": str(tmp_path / "q.tif")}, again)
+    plan = next(text for text in again.infos if text.startswith("Plan:"))
+    assert "measured on earlier runs" in plan and (tmp_path / "cache" / "estimate.json").is_file()
 
 
 # --- devices -----------------------------------------------------------------------------------------------------

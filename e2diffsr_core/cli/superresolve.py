@@ -36,6 +36,29 @@ def _resolution(text: str) -> tuple[float, float]:
     return (values[0], values[-1])
 
 
+def _extent(text: str) -> tuple[float, float, float, float]:
+    from .errors import E2DiffSRError
+    from .raster_io.area import parse_extent
+
+    try:
+        return parse_extent(text)
+    except E2DiffSRError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--extent ")) from None
+
+
+def _add_area(p) -> None:
+    area = p.add_argument_group("processing area (the output keeps the whole layer's grid)")
+    area.add_argument("--extent", type=_extent, metavar="XMIN,YMIN,XMAX,YMAX",
+                      help="only this extent (as gdalwarp -te, in the raster's CRS or --extent-crs): the output is "
+                           "the whole-layer output's pixels that cover it, so pieces line up with a whole run")
+    area.add_argument("--extent-crs", metavar="CRS", help="CRS of --extent, e.g. EPSG:4326 (default the raster's)")
+    area.add_argument("--mask", metavar="VECTOR",
+                      help="only inside these polygons (any OGR source): pixels outside are nodata and output "
+                           "tiles that touch no polygon are not computed")
+    area.add_argument("--mask-layer", metavar="NAME", help="the layer of --mask (default its first)")
+    area.add_argument("--mask-where", metavar="SQL", help="only the features of --mask matching this WHERE clause")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("superresolve", help="super-resolve a raster (GeoTIFF or anything GDAL reads)",
                        description="Super-resolve a raster by a continuous scale factor; the output keeps the "
@@ -52,6 +75,7 @@ def add_parser(sub) -> None:
                       help="snap the output to the pixel grid of RASTER (same CRS, finer pixels): it takes that "
                            "raster's pixel size and grid origin and covers the input's extent, so the two line "
                            "up pixel for pixel (e.g. to stack with or compare against it)")
+    _add_area(p)
     p.add_argument("--model", help="model file (default: the bundled lite model, e2diffsr_core/weights)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
@@ -126,11 +150,13 @@ def run(args) -> int:
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
             precision=args.precision, raw=args.raw, consistency_map=args.consistency_map,
-            progress=progress, log=log, compile=args.compile, temperature=args.temperature)
+            progress=progress, log=log, compile=args.compile, temperature=args.temperature, extent=args.extent,
+            extent_crs=args.extent_crs, mask=args.mask, mask_layer=args.mask_layer, mask_where=args.mask_where)
     finally:
         bar.close()
     extra = "".join(f" and {info[k]}" for k in ("uncertainty", "consistency_map") if info[k])
+    skipped = f", {info['tiles_skipped']} outside the mask skipped" if info.get("tiles_skipped") else ""
     print(f"wrote {info['output']}{extra}: {info['width']} x {info['height']} px in {info['seconds']:.1f} s "
-          f"({info['tiles']} tiles on {info['device']})", file=sys.stderr)
+          f"({info['tiles']} tiles on {info['device']}{skipped})", file=sys.stderr)
     return 0
 

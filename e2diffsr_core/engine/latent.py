@@ -206,6 +206,7 @@ def diffuse(cond, plan, *, model, step, workdir: str | None = None, tick=None, c
     noise = [NoiseField(plan.seed + k, model.cfg.timesteps, model.cfg.embed_dim, plan.temperature)
              for k in range(plan.samples)]
     whole = Geometry.whole(plan.grid.lr_size, plan.grid.out_size, plan.grid)  # the UNet's scale inputs
+    oy, ox = getattr(plan, "latent_origin", (0, 0))
     batches = window_batches(lrows, lcols, max(1, int(per_call)))
     z = None
     for i, t in enumerate(reversed(range(model.cfg.timesteps))):
@@ -217,7 +218,8 @@ def diffuse(cond, plan, *, model, step, workdir: str | None = None, tick=None, c
                 for li, lj in batch:
                     y0, y1 = lrows[li].comp_start, lrows[li].comp_stop
                     x0, x1 = lcols[lj].comp_start, lcols[lj].comp_stop
-                    noises = tile_noise(noise, y0, x0, (y1 - y0, x1 - x0), len(plan.groups))
+                    # a run over part of a raster draws the noise of that part of the whole run (area_run.py)
+                    noises = tile_noise(noise, y0 + oy, x0 + ox, (y1 - y0, x1 - x0), len(plan.groups))
                     zs.append(noises[0] if z is None else torch.from_numpy(z.read(y0, y1, x0, x1)))
                     cs.append(cond.read_window(y0, y1, x0, x1).repeat(plan.samples, 1, 1, 1))  # [S*G, 4, h, w]
                     ns.append(noises[i + 1] if t > 0 else None)

@@ -90,6 +90,7 @@ def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: b
                                 "parts needs; run it without --split")
         out_w, out_h, scale, alignment = output_grid(reader, options["scale"], options["resolution"],
                                                      options.get("align_to"), lambda _m: None)
+        out_w, out_h, alignment = _area_size(reader, options, (out_w, out_h, alignment))
         if options["cog"]:  # every check of the final COG (name, overwriting, creation options) up front
             RasterWriter(out, reader, out_w, out_h, creation_options=options["creation_options"], cog=True,
                          overwrite=overwrite, alignment=alignment, rows=(0, 1)).abort()
@@ -99,6 +100,19 @@ def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: b
     dev = resolve_device(device)
     engine = TiledSR(open_model(options["model"], dev), dev, tile=check_tile(options["tile"]), precision="fp32")
     return out_h, engine.plan_sizes(scale, groups * options["samples"])[0]
+
+
+def _area_size(reader, options: dict, whole):
+    """(out_w, out_h, alignment) of the output: the whole layer's, or the processing area's (area_run.py)."""
+    from .area_run import plan_area
+    from .raster_io.area import AreaOptions, check_options
+
+    area = AreaOptions(*(options.get(k) for k in ("extent", "extent_crs", "mask", "mask_layer", "mask_where")))
+    if not area.given:
+        return whole
+    check_options(area)
+    a = plan_area(reader, area, whole[0], whole[1], whole[2], lambda _m: None)
+    return a.size[0], a.size[1], a.alignment
 
 
 def _check_vrt_output(out: str, inputs: list[str], overwrite: bool) -> None:

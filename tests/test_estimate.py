@@ -1,0 +1,59 @@
+"""The time estimate's cost model: FLOPs per output pixel, a probe under a second, a cached rate that follows runs."""
+
+import time
+
+import pytest
+import torch
+
+from e2diffsr_core.api import build_model
+from qgis_plugin import estimate
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "estimate.json"
+
+
+def test_flops_per_pixel_follow_the_scale_as_counted(cache):
+    model = build_model("tiny", seed=0)
+    a, b = estimate.flop_terms(model, cache)
+    assert a > 0 and b > 0
+    # the two-term model predicts a third scale's count (done directly) within a few per cent
+    direct = estimate._count(model, 3.0)
+    assert abs((a + b / 9) - direct) / direct < 0.05
+    start = time.perf_counter()
+    assert estimate.flop_terms(model, cache) == (a, b)  # cached: no second count
+    assert time.perf_counter() - start < 0.5
+
+
+def test_the_probe_costs_under_a_second():
+    model = build_model("tiny", seed=0)
+    start = time.perf_counter()
+    rate = estimate.probe_rate(model, torch.device("cpu"))
+    assert time.perf_counter() - start < 1.0 and rate > 1e6
+
+
+def test_the_pace_is_fitted_to_runs_and_follows_a_drift(cache):
+    model, cpu = build_model("tiny", seed=0), torch.device("cpu")
+    seconds, source = estimate.predict(1e10, model, cpu, cache)
+    assert "probe" in source and seconds > 0
+    # runs of 2 s + 1 s per 1e9 FLOPs: the fit finds both parts
+    for gflops in (2, 5, 9):
+        estimate.record(model, cpu, gflops * 1e9, 2.0 + gflops, 2.0 + gflops, cache)
+    seconds, source = estimate.predict(20e9, model, cpu, cache)
+    assert "earlier runs" in source and seconds == pytest.approx(22.0, rel=1e-6)
+    # the machine got three times slower: the first run that shows it replaces the earlier runs
+    assert estimate.record(model, cpu, 10e9, 36.0, 12.0, cache)
+    assert estimate.predict(10e9, model, cpu, cache)[0] == pytest.approx(36.0, rel=0.01)
+
+
+def test_time_left_moves_from_the_estimate_to_the_pace_seen(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: now[0])
+    left = estimate.Remaining(60.0)
+    assert left.seconds(0.0) == 60.0
+    now[0] += 30.0  # at half-time of the estimate only a tenth is done: the run is slower than estimated
+    assert left.seconds(0.1) > 60.0
+    now[0] += 30.0
+    w = 0.9 ** 0.5
+    assert left.seconds(0.9) == pytest.approx((1 - w) * 60 + w * 60 / 0.9 - 60, rel=1e-6)
