@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .engine_plan import RunPlan
+from .engine.plan import RunPlan
 from .errors import E2DiffSRError
 from .gridmap import AxisMap, GridMap
 from .raster_io.align import Alignment

@@ -37,8 +37,8 @@ def _resolution(text: str) -> tuple[float, float]:
 
 
 def _extent(text: str) -> tuple[float, float, float, float]:
-    from .errors import E2DiffSRError
-    from .raster_io.area import parse_extent
+    from ..errors import E2DiffSRError
+    from ..raster_io.area import parse_extent
 
     try:
         return parse_extent(text)

@@ -93,7 +93,7 @@ def select_split(root: str | Path, files: list[Path], split: str | Path | None, 
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header."""
-    from .raster_io.training_read import picture_size
+    from ..raster_io.training_read import picture_size
 
     return picture_size(path)
 
@@ -102,7 +102,7 @@ def read_rgb(path: Path, bands: list[int] | None = None) -> np.ndarray:
     """H x W x 3 uint8 through the raster reader ``superresolve`` uses (``raster_io.training_read``): the bands
     tagged red, green, blue unless ``bands`` says otherwise, each band's working range mapped to 0..255,
     invalid pixels (nodata, masks, alpha 0) filled from their valid neighbours."""
-    from .raster_io.training_read import read_picture
+    from ..raster_io.training_read import read_picture
 
     return read_picture(path, bands).rgb
 

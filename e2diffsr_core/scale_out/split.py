@@ -104,8 +104,8 @@ def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: b
 
 def _area_size(reader, options: dict, whole):
     """(out_w, out_h, alignment) of the output: the whole layer's, or the processing area's (area_run.py)."""
-    from .area_run import plan_area
-    from .raster_io.area import AreaOptions, check_options
+    from ..area_run import plan_area
+    from ..raster_io.area import AreaOptions, check_options
 
     area = AreaOptions(*(options.get(k) for k in ("extent", "extent_crs", "mask", "mask_layer", "mask_where")))
     if not area.given:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..evaluation.protocol import bicubic_pil, to_model
 from ..evaluation.metrics import psnr, to_uint8
+from ..evaluation.protocol import bicubic_pil, to_model
 from ..raster_io.training_read import read_picture
 from .check import MIN_VAL_SIDE
 from .data import valid_corner
