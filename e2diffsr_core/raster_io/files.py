@@ -129,6 +129,41 @@ def check_output(path: str, inputs: list[str], overwrite: bool, label: str = "ou
         _check_replaceable(path, label)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise E2DiffSRError(f"{label} folder is not writable: {folder}; choose another folder")
+    _check_side_files(path, inputs, overwrite, label, flag)
+
+
+#: Files GDAL finds beside a GeoTIFF by name and applies to it: after the file's full name (overviews, masks,
+#: PAM metadata that can change CRS, nodata, scale and offset) and after its name without the extension (world
+#: and MapInfo files that give a geotransform, RPC and imagery metadata files, old-style overviews).
+SIDE_AFTER_NAME = (".ovr", ".msk", ".aux.xml", ".aux")
+SIDE_AFTER_STEM = (".ovr", ".aux", ".tfw", ".tifw", ".tiffw", ".wld", ".tab", ".rpb", "_rpc.txt", ".imd")
+
+
+def side_files(path: str) -> list[str]:
+    """The existing files GDAL would attach to a GeoTIFF at ``path`` (names compared without case, as GDAL
+    tries both cases)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem = os.path.splitext(name)[0]
+    wanted = {(name + s).lower() for s in SIDE_AFTER_NAME} | {(stem + s).lower() for s in SIDE_AFTER_STEM}
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(os.path.join(folder, n) for n in names
+                  if n.lower() in wanted and os.path.isfile(os.path.join(folder, n)))
+
+
+def _check_side_files(path: str, inputs: list[str], overwrite: bool, label: str, flag: str) -> None:
+    """A side file of an earlier file would be applied to the new output: it is removed when the output is
+    published, so only with ``overwrite``, and never when the run reads it."""
+    for side in side_files(path):
+        if any(_same_file(side, src) for src in inputs):
+            raise E2DiffSRError(f"{label} {path}: {side} lies beside it and the input reads it, yet GDAL would "
+                                f"apply it to the new file too; choose another {label} name")
+        if not overwrite:
+            raise E2DiffSRError(f"{label} {path}: {os.path.basename(side)} (left from an earlier file) lies beside "
+                                f"it and GDAL would apply it to the new file; remove it, choose another name, or "
+                                f"allow overwriting ({flag}), which removes it")
 
 
 def _check_replaceable(path: str, label: str) -> None:
@@ -166,6 +201,28 @@ def publish(temp: str, target: str, overwrite: bool, label: str = "output") -> N
         os.replace(temp, target)
         return
     os.remove(temp)
+
+
+def publish_with_sides(final: str, target: str, overwrite: bool, label: str = "output") -> None:
+    """Publish ``final`` at ``target`` with the side files GDAL wrote beside it (``.aux.xml``, a requested
+    ``.tfw``, ...), after removing the side files of an earlier file there, so that the output is exactly
+    what this run wrote. (A stale side file without ``overwrite`` was refused before the run.)"""
+    folder, name = os.path.split(final)
+    stem = os.path.splitext(name)[0]
+    target = os.path.abspath(target)
+    t_stem = os.path.splitext(target)[0]
+    made = {}
+    for n in os.listdir(folder):
+        if n != name and n.startswith(name):
+            made[os.path.join(folder, n)] = target + n[len(name):]
+        elif n.startswith(stem) and n[len(stem):].lower() in SIDE_AFTER_STEM:
+            made[os.path.join(folder, n)] = t_stem + n[len(stem):]
+    publish(final, target, overwrite, label)
+    for stale in side_files(target):
+        if stale not in made.values():
+            os.remove(stale)
+    for src, dst in made.items():
+        os.replace(src, dst)
 
 
 # -- the run folder ----------------------------------------------------------------------------------------

@@ -22,15 +22,15 @@ from osgeo import gdal
 from e2diffsr_core.errors import E2DiffSRError
 
 from .align import Alignment
-from .files import RunFolder, check_output, publish
+from .colours import apply_colours
+from .files import RunFolder, check_output, publish_with_sides
 from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
-from .options import as_list, cog_options, gtiff_options, parse_creation_options, probe
+from .options import as_list, check_lossy, check_meaning, cog_options, gtiff_options, parse_creation_options, probe
 from .reader import RasterReader
 from .values import SUPPORTED_TYPES, to_output
 
 _SKIP_BAND_METADATA = re.compile(r"^STATISTICS_")
-_RGB = [gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand]
 
 
 def _write_band_array(band, array: np.ndarray, x: int, y: int) -> None:
@@ -80,10 +80,12 @@ class RasterWriter:
 
         check_output(self.path, reader.files, overwrite, label, flag)
         user = parse_creation_options(creation_options, "COG" if self.cog else "GTiff")
-        rgb = self.band_count >= 3 and self._colours()[:3] == _RGB and not self.alpha
-        self._gtiff = gtiff_options(self.dtype, {} if self.cog else user, rgb)
+        self.colours = self._colours() + [gdal.GCI_AlphaBand] * self.alpha
+        self._gtiff = gtiff_options(self.dtype, {} if self.cog else user, self.colours)
         self._cog = cog_options(user) if self.cog else None
-        probe(self.dtype, self.band_count + self.alpha, self._gtiff, self._cog, self.mask, label, self.path)
+        check_meaning(user, self.cog, self.dtype, self._data_max(user))
+        probe(self.dtype, self.colours, self._gtiff, self._cog, self.mask, label, self.path)
+        check_lossy(user, self._validity())
         self._create()
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -97,9 +99,33 @@ class RasterWriter:
             raise ValueError(f"{len(nd)} nodata values for {self.band_count} bands")
         return nd
 
-    def _colours(self) -> list[int]:
+    def _validity(self) -> str | None:
+        """What in this output tells invalid pixels apart by value (a lossy codec must not touch it)."""
+        held = [f"band {i + 1}'s nodata value {v:g}" for i, v in enumerate(self.nodata) if v is not None]
+        if self.alpha:
+            held.append("the alpha band")
+        return None if not held else ", ".join(held[:2]) + (" ..." if len(held) > 2 else "")
+
+    def _data_max(self, user: dict[str, str]) -> float | None:
+        """The largest value the output holds before the model adds detail (the input's and its nodata
+        values), only asked for when NBITS limits the bit depth."""
         r = self.reader
-        return [r.band_info(i)["colour"] if i < len(r.bands) else gdal.GCI_Undefined for i in range(self.band_count)]
+        if "NBITS" not in user or self.band_count != len(r.bands) or self.spread:
+            return None
+        try:
+            values = [r._ds.GetRasterBand(b).ComputeRasterMinMax(False)[1] for b in r.bands]
+        except RuntimeError:  # a band without one valid pixel
+            values = []
+        return max(values + [v for v in self.nodata if v is not None], default=None)
+
+    def _colours(self) -> list[int]:
+        """The input's colour interpretation of each band (an alpha band chosen as imagery is Undefined); an
+        output of another band count (a correction map) has none."""
+        r = self.reader
+        if self.band_count != len(r.bands):
+            return [gdal.GCI_Undefined] * self.band_count
+        return [gdal.GCI_Undefined if c in (gdal.GCI_AlphaBand, gdal.GCI_PaletteIndex) else c
+                for c in (r.band_info(i)["colour"] for i in range(self.band_count))]
 
     def _create(self) -> None:
         self._run = RunFolder(os.path.dirname(os.path.abspath(self.path)))
@@ -150,7 +176,7 @@ class RasterWriter:
             dst.SetMetadata(md)
 
     def _copy_bands(self) -> None:
-        r, colours = self.reader, self._colours()
+        r = self.reader
         same_bands = self.band_count == len(r.bands)  # a one-band summary (e.g. a correction map) takes none
         for i in range(self.band_count):
             band = self._ds.GetRasterBand(i + 1)
@@ -167,12 +193,9 @@ class RasterWriter:
                     band.SetScale(info["scale"])
                 if info["offset"] not in (None, 0.0) and not self.spread:
                     band.SetOffset(info["offset"])
-                if colours[i] not in (gdal.GCI_Undefined, gdal.GCI_PaletteIndex):
-                    band.SetColorInterpretation(colours[i])
             if self.nodata[i] is not None:
                 band.SetNoDataValue(self.nodata[i])
-        if self.alpha:
-            self._ds.GetRasterBand(self.band_count + 1).SetColorInterpretation(gdal.GCI_AlphaBand)
+        apply_colours(self._ds, self.colours)
 
     # -- writing -----------------------------------------------------------------------------------
     def _crop(self, x: int, y: int, data: np.ndarray, valid):
@@ -294,8 +317,7 @@ class RasterWriter:
         if message is not None:
             raise self._fail(message)
         try:
-            publish(final, self.path, self.overwrite, self.label)
-            self._move_aux(final)
+            publish_with_sides(final, self.path, self.overwrite, self.label)
         except OSError as exc:
             self.abort()
             raise E2DiffSRError(f"could not move the finished {self.label} into place at {self.path} "
@@ -305,13 +327,6 @@ class RasterWriter:
             raise
         self.abort()  # removes the run folder and what is left in it
         self._done = True
-
-    def _move_aux(self, final: str) -> None:
-        stale_aux = self.path + ".aux.xml"
-        if os.path.exists(final + ".aux.xml"):
-            os.replace(final + ".aux.xml", stale_aux)
-        elif os.path.exists(stale_aux) and self.overwrite:
-            os.remove(stale_aux)  # it described the file being replaced
 
     def abort(self) -> None:
         """Close and delete every temporary file; the target is left untouched. Safe to call twice."""

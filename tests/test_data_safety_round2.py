@@ -1,0 +1,205 @@
+"""Nothing lost, round two: ordinary 4-band imagery, side files of earlier files, codecs and creation options,
+thematic rasters, values that overflow. Every case writes real GDAL files and runs the command line with a
+tiny model, then reads back what a user (or the next tool) would see.
+"""
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from raster_support import make_raster
+
+from e2diffsr_core.__main__ import main
+
+gdal.UseExceptions()
+GT = (500000.0, 2.0, 0.0, 4000000.0, 0.0, -2.0)
+make = functools.partial(make_raster, gt=GT)
+G = gdal
+
+
+def texture(n=3, h=16, w=20, lo=20, hi=230, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (np.sin(xx / 3.0) + np.cos(yy / 4.0) + 2) / 4
+    return np.stack([lo + (hi - lo) * np.clip(base + 0.05 * rng.standard_normal((h, w)), 0, 1) for _ in range(n)])
+
+
+def cli(args, capsys, model):
+    rc = main(["superresolve", *map(str, args), "--model", str(model), "--quiet"])
+    return rc, capsys.readouterr().err
+
+
+def one_error(rc, err, *expect):
+    assert rc != 0, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for e in expect:
+        assert e in lines[0], lines[0]
+    assert "device:" not in err  # refused before the model was loaded
+    return lines[0]
+
+
+def listing(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def colours(path):
+    ds = gdal.Open(str(path))
+    return [gdal.GetColorInterpretationName(ds.GetRasterBand(i + 1).GetColorInterpretation())
+            for i in range(ds.RasterCount)]
+
+
+# -- 1. colour interpretation of every band comes back as it was ----------------------------------------------
+@pytest.mark.parametrize("n, dtype, photometric, colour, cog", [
+    (4, G.GDT_Byte, "MINISBLACK", None, False),                                   # RGB + NIR as aerial imagery is
+    (4, G.GDT_Byte, "MINISBLACK", None, True),
+    (4, G.GDT_Byte, "MINISBLACK", [G.GCI_GrayIndex, G.GCI_GreenBand, G.GCI_BlueBand, G.GCI_Undefined], False),
+    (4, G.GDT_Byte, "RGB", [G.GCI_RedBand, G.GCI_GreenBand, G.GCI_BlueBand, G.GCI_Undefined], True),
+    (3, G.GDT_Byte, "MINISBLACK", None, False),                                   # three grey bands stay grey
+    (4, G.GDT_Byte, "RGB", None, False),                                          # real RGBA keeps its alpha
+    (5, G.GDT_UInt16, "MINISBLACK", None, False),
+    (2, G.GDT_Byte, "MINISBLACK", [G.GCI_GrayIndex, G.GCI_AlphaBand], False),
+])
+def test_every_band_keeps_its_colour_interpretation(tmp_path, capsys, tiny_model_file, n, dtype, photometric,
+                                                     colour, cog):
+    data = texture(n)
+    if colour and colour[-1] == G.GCI_AlphaBand or (photometric == "RGB" and n == 4 and colour is None):
+        data[-1] = 255
+    src = make(tmp_path / "in.tif", data.astype(np.uint8), dtype, colour=colour,
+               options=[f"PHOTOMETRIC={photometric}"])
+    before = colours(src)
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", *(["--cog"] if cog else [])], capsys, tiny_model_file)
+    assert rc == 0, err
+    assert colours(tmp_path / "out.tif") == before
+    assert "AlphaBand" not in before or before.count("AlphaBand") == 1
+
+
+def test_nir_named_in_bands_of_an_rgba_file_stays_imagery(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(4).astype(np.uint8), options=["PHOTOMETRIC=RGB", "ALPHA=YES"])
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--bands", "1,2,3,4"], capsys, tiny_model_file)
+    assert rc == 0, err
+    assert colours(tmp_path / "out.tif") == ["Red", "Green", "Blue", "Undefined"]
+
+
+def test_a_photometric_option_that_would_change_a_band_into_alpha_is_refused(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(4).astype(np.uint8), options=["PHOTOMETRIC=MINISBLACK"])
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--co", "PHOTOMETRIC=CMYK"], capsys, tiny_model_file)
+    one_error(rc, err, "would read back as", "Alpha", "instead of Gray, Undefined, Undefined, Undefined")
+    assert listing(tmp_path) == ["in.tif"]
+
+
+# -- 2. side files of an earlier file never apply to the new output ---------------------------------------------
+def _old_output_with_side_files(tmp_path):
+    old = make(tmp_path / "out.tif", np.full((1, 8, 8), 99, np.uint8), epsg=4326)
+    ds = gdal.Open(old)
+    ds.BuildOverviews("NEAREST", [2])  # read-only: GDAL writes out.tif.ovr
+    ds = None
+    ds = gdal.Open(old)
+    ds.GetRasterBand(1).SetNoDataValue(50)  # read-only: GDAL writes out.tif.aux.xml
+    ds.GetRasterBand(1).SetScale(10.0)
+    ds = None
+    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "NO")
+    try:
+        ds = gdal.Open(old)
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)  # out.tif.msk
+        ds.GetRasterBand(1).GetMaskBand().WriteArray(np.zeros((8, 8), np.uint8))
+        ds = None
+    finally:
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+    (tmp_path / "out.tfw").write_text("9\n0\n0\n-9\n1\n1\n")
+    return old
+
+
+def test_overwrite_removes_the_side_files_of_the_file_it_replaces(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8), epsg=None, gt=None)  # no georeferencing at all
+    _old_output_with_side_files(tmp_path)
+    assert {"out.tif.ovr", "out.tif.aux.xml", "out.tif.msk", "out.tfw"} <= set(listing(tmp_path))
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--overwrite"], capsys, tiny_model_file)
+    assert rc == 0, err
+    assert listing(tmp_path) == ["in.tif", "out.tif"]
+    ds = gdal.Open(str(tmp_path / "out.tif"))
+    band = ds.GetRasterBand(1)
+    assert band.GetOverviewCount() == 0 and band.GetNoDataValue() is None and band.GetScale() in (None, 1.0)
+    assert band.GetMaskFlags() == gdal.GMF_ALL_VALID
+    assert ds.GetGeoTransform(can_return_null=True) is None and ds.GetProjection() == ""
+    assert ds.GetFileList() == [str(tmp_path / "out.tif")]
+
+
+@pytest.mark.parametrize("side", ["out.tif.ovr", "out.tif.aux.xml", "out.tif.msk", "out.tfw", "OUT.TIF.OVR"])
+def test_a_leftover_side_file_alone_is_refused_without_overwrite(tmp_path, capsys, tiny_model_file, side):
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    (tmp_path / side).write_bytes(b"left over")
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
+    one_error(rc, err, side, "--overwrite")
+    assert listing(tmp_path) == sorted(["in.tif", side]) and (tmp_path / side).read_bytes() == b"left over"
+
+
+def test_a_requested_world_file_moves_with_the_output(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--co", "TFW=YES"], capsys, tiny_model_file)
+    assert rc == 0, err
+    assert listing(tmp_path) == ["in.tif", "out.tfw", "out.tif"]
+    lines = [float(v) for v in (tmp_path / "out.tfw").read_text().split()]
+    assert lines[0] == pytest.approx(1.0) and lines[3] == pytest.approx(-1.0)  # the output's 1 m pixels
+    assert not any(n.startswith(".e2diffsr") for n in os.listdir(tmp_path))
+
+
+# -- 3. codecs and creation options that would change the data ------------------------------------------------
+@pytest.mark.parametrize("setup, options, expect", [
+    ("nodata", ["--co", "COMPRESS=JPEG"], ["COMPRESS=JPEG is lossy", "nodata value 0", "DEFLATE"]),
+    ("nodata", ["--cog", "--co", "COMPRESS=JPEG"], ["COMPRESS=JPEG is lossy", "nodata value 0"]),
+    ("alpha", ["--co", "COMPRESS=WEBP"], ["COMPRESS=WEBP is lossy", "alpha band"]),
+    ("alpha", ["--cog", "--co", "COMPRESS=WEBP", "--co", "QUALITY=90"], ["COMPRESS=WEBP is lossy", "alpha band"]),
+    ("plain", ["--co", "PHOTOMETRIC=CIELAB"], ["PHOTOMETRIC=CIELAB", "leave PHOTOMETRIC out"]),
+    ("plain", ["--co", "PIXELTYPE=SIGNEDBYTE"], ["PIXELTYPE=SIGNEDBYTE", "negative"]),
+    ("plain", ["--co", "NBITS=4"], ["NBITS=4 stores values up to 15", "reaches 2"]),
+    ("plain", ["--co", "BLOCKXSIZE=100"], ["BLOCKXSIZE=100", "multiple of 16"]),
+    ("plain", ["--co", "PHOTOMETRIC=YCBCR"], ["PHOTOMETRIC=YCBCR", "COMPRESS=JPEG"]),
+    ("plain", ["--cog", "--co", "TILING_SCHEME=GoogleMapsCompatible"], ["TILING_SCHEME", "gdalwarp"]),
+    ("plain", ["--cog", "--co", "TARGET_SRS=EPSG:4326"], ["TARGET_SRS", "another grid"]),
+])
+def test_options_that_would_change_the_data_are_refused_with_their_real_cause(tmp_path, capsys, tiny_model_file,
+                                                                              setup, options, expect):
+    data = texture(4 if setup == "alpha" else 3).astype(np.uint8)
+    if setup == "alpha":
+        data[3] = 255
+        data[3, :4] = 0
+    src = make(tmp_path / "in.tif", data, nodata=0 if setup == "nodata" else None,
+               options=["PHOTOMETRIC=RGB", "ALPHA=YES"] if setup == "alpha" else [])
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", *options], capsys, tiny_model_file)
+    line = one_error(rc, err, *expect)
+    if "COMPRESS" not in " ".join(options):
+        assert "compression" not in line
+    assert listing(tmp_path) == ["in.tif"]
+
+
+def test_a_bit_depth_that_holds_the_data_is_written_without_a_predictor_clash(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", (texture(1) * 10).astype(np.uint16), gdal.GDT_UInt16)  # at most 2300
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--co", "NBITS=12"], capsys, tiny_model_file)
+    assert rc == 0, err
+    ds = gdal.Open(str(tmp_path / "out.tif"))
+    assert ds.GetRasterBand(1).GetMetadataItem("NBITS", "IMAGE_STRUCTURE") == "12"
+    out = ds.ReadAsArray().astype(float)
+    assert 150 < out.min() and out.max() < 2500  # the input's range, not bits cut away
+
+
+def test_an_internal_mask_survives_a_lossy_codec(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(3).astype(np.uint8))
+    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+    try:
+        ds = gdal.Open(src, gdal.GA_Update)
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        mask = np.full((16, 20), 255, np.uint8)
+        mask[4:9, 5:12] = 0
+        ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+        ds = None
+    finally:
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--co", "COMPRESS=JPEG"], capsys, tiny_model_file)
+    assert rc == 0, err
+    ds = gdal.Open(str(tmp_path / "out.tif"))  # held: a band outliving its dataset crashes GDAL
+    out_mask = ds.GetRasterBand(1).GetMaskBand().ReadAsArray()
+    assert np.array_equal(out_mask > 0, np.kron(mask > 0, np.ones((2, 2), bool)))
