@@ -203,3 +203,39 @@ def test_an_internal_mask_survives_a_lossy_codec(tmp_path, capsys, tiny_model_fi
     ds = gdal.Open(str(tmp_path / "out.tif"))  # held: a band outliving its dataset crashes GDAL
     out_mask = ds.GetRasterBand(1).GetMaskBand().ReadAsArray()
     assert np.array_equal(out_mask > 0, np.kron(mask > 0, np.ones((2, 2), bool)))
+
+
+# -- 5. thematic rasters are not interpolated into classes that do not exist ----------------------------------
+def _class_map(path, kind):
+    classes = (np.indices((16, 20)).sum(0) // 7 % 5).astype(np.uint8)  # classes 0..4
+    src = make(path, classes)
+    ds = gdal.Open(src)  # read-only: the class description goes to the .aux.xml, as GDAL does for many files
+    band = ds.GetRasterBand(1)
+    if kind == "rat":
+        rat = gdal.RasterAttributeTable()
+        rat.CreateColumn("Value", gdal.GFT_Integer, gdal.GFU_MinMax)
+        rat.CreateColumn("Class", gdal.GFT_String, gdal.GFU_Name)
+        for i, name in enumerate(["water", "forest", "crop", "urban", "bare"]):
+            rat.SetValueAsInt(i, 0, i)
+            rat.SetValueAsString(i, 1, name)
+        band.SetDefaultRAT(rat)
+    elif kind == "categories":
+        band.SetCategoryNames(["water", "forest", "crop", "urban", "bare"])
+    else:
+        table = gdal.ColorTable()
+        for i in range(5):
+            table.SetColorEntry(i, (50 * i, 0, 0, 255))
+        band.SetColorTable(table)
+        band.SetColorInterpretation(gdal.GCI_GrayIndex)  # a colour table on a grey band: still classes
+    ds = None
+    return src
+
+
+@pytest.mark.parametrize("kind, what", [("rat", "raster attribute table"), ("categories", "category names"),
+                                        ("colours", "colour table")])
+def test_thematic_rasters_are_refused_with_advice(tmp_path, capsys, tiny_model_file, kind, what):
+    src = _class_map(tmp_path / "classes.tif", kind)
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
+    one_error(rc, err, "band 1", what, "cannot be interpolated", "gdalwarp -r near", "-r mode")
+    assert not (tmp_path / "out.tif").exists()
+

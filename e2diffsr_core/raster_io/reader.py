@@ -156,8 +156,11 @@ class RasterReader:
                 raise E2DiffSRError(f"unsupported data type signed Byte in band {b} of {self.path}; "
                                     "convert it first, e.g. gdal_translate -ot Int16")
             if band.GetColorTable() is not None and band.GetColorInterpretation() == gdal.GCI_PaletteIndex:
-                raise E2DiffSRError(f"band {b} of {self.path} holds palette indices (classes), which cannot be "
-                                    "interpolated; expand it to colours first, e.g. gdal_translate -expand rgb")
+                raise E2DiffSRError(f"band {b} of {self.path} holds palette indices (a colour table names its "
+                                    "values), which cannot be interpolated; expand a picture to colours first "
+                                    "(gdal_translate -expand rgb), or resample a thematic class map with nearest "
+                                    "neighbour or the most common class: gdalwarp -r near (or -r mode) -tr XRES YRES")
+            self._check_thematic(band, b)
             dtype = t if dtype is None else gdal.DataTypeUnion(dtype, t)
             types.append(name)
             self.nodata.append(band.GetNoDataValue())
@@ -167,6 +170,20 @@ class RasterReader:
         if len(set(types)) > 1:  # a GeoTIFF has one type for all bands: the one that holds every value
             self.type_note = (f"the bands have different data types ({', '.join(types)}); the output stores all of "
                               f"them as {gdal.GetDataTypeName(self.dtype)}, which holds every value of each")
+
+    def _check_thematic(self, band, b: int) -> None:
+        """A class map (its values name classes) cannot be interpolated: 2.5 between class 2 and 3 is no class."""
+        what = None
+        if band.GetColorTable() is not None:
+            what = "a colour table"
+        elif band.GetDefaultRAT() is not None and band.GetDefaultRAT().GetRowCount() > 0:
+            what = "a raster attribute table"
+        elif band.GetCategoryNames():
+            what = "category names"
+        if what is not None:
+            raise E2DiffSRError(f"band {b} of {self.path} is thematic ({what} names its values as classes), which "
+                                "cannot be interpolated into new values; resample a class map with nearest neighbour "
+                                "or the most common class instead, e.g. gdalwarp -r near (or -r mode) -tr XRES YRES")
 
     def _mask_bands(self) -> dict[int, object]:
         """{selected band index: GDAL mask band} for masks other than nodata, all-valid and the alpha band."""
