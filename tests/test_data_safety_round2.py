@@ -239,3 +239,41 @@ def test_thematic_rasters_are_refused_with_advice(tmp_path, capsys, tiny_model_f
     one_error(rc, err, "band 1", what, "cannot be interpolated", "gdalwarp -r near", "-r mode")
     assert not (tmp_path / "out.tif").exists()
 
+
+
+# -- 8. values that would overflow ----------------------------------------------------------------------------
+def _terrain(fill=None):
+    dem = texture(1, lo=120, hi=330)[0]
+    if fill is not None:
+        dem[:5, :6] = fill
+    return dem
+
+
+@pytest.mark.parametrize("dtype, data, expect", [
+    (G.GDT_Float32, _terrain(-3.4e38), "-3.4e+38"),                          # a fill value nobody declared
+    (G.GDT_Float64, 1e308 - _terrain() * 1e300, "e+307"),                    # values near the type's limit
+    (G.GDT_Float64, np.where(np.arange(320).reshape(16, 20) == 77, 1e300, _terrain()), "1e+300"),  # one outlier
+])
+def test_values_too_large_to_compute_with_are_refused(tmp_path, capsys, tiny_model_file, dtype, data, expect):
+    src = make(tmp_path / "in.tif", data, dtype)
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
+    one_error(rc, err, "band 1", expect, "nodata")
+    assert listing(tmp_path) == ["in.tif"]
+
+
+def test_a_declared_fill_value_is_nodata_and_the_terrain_comes_back_in_its_range(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", _terrain(-3.4e38), gdal.GDT_Float32, nodata=float(np.float32(-3.4e38)))
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
+    assert rc == 0, err
+    ds = gdal.Open(str(tmp_path / "out.tif"))
+    out, nodata = ds.ReadAsArray(), ds.GetRasterBand(1).GetNoDataValue()
+    hole = out == np.float32(nodata)
+    assert np.array_equal(hole, np.kron(_terrain(-3.4e38) < -1e30, np.ones((2, 2), bool)))
+    assert 100 < out[~hole].min() and out[~hole].max() < 350
+
+
+def test_a_range_too_wide_to_compute_with_is_refused(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", _terrain(), gdal.GDT_Float64)
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--range=-1e308,1e308"], capsys, tiny_model_file)
+    one_error(rc, err, "value range -1e+308,1e+308", "too wide", "--range")
+    assert listing(tmp_path) == ["in.tif"]

@@ -28,6 +28,9 @@ from .values import (
     SUPPORTED_NAMES,
     SUPPORTED_TYPES,
     BandRange,
+    check_magnitude,
+    check_range,
+    is_float_type,
     numpy_type,
     outside_range,
     robust_range,
@@ -110,6 +113,8 @@ class RasterReader:
         self.geotransform = tuple(gt) if gt is not None else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
         self.projection = ds.GetProjection() or ""
         self._default_fill = np.full(len(self.bands), 0.5)
+        if is_float_type(self.dtype):  # before the ranges, which cannot be computed from such values
+            self._check_magnitudes()
         self.ranges = self._ranges(ranges)
 
     def _select(self, bands) -> list[int]:
@@ -216,6 +221,7 @@ class RasterReader:
                 raise E2DiffSRError(f"value range for band {b} must be two numbers LO,HI, got {r!r}") from None
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise E2DiffSRError(f"value range for band {b} must have LO < HI (finite numbers), got {lo:g},{hi:g}")
+            check_range(lo, hi, b)
             parsed.append(BandRange(lo, hi))
         return parsed
 
@@ -242,6 +248,16 @@ class RasterReader:
                 x, y = int((w - sw) * (gx + 0.5) / grid), int((h - sh) * (gy + 0.5) / grid)
                 pieces.append(band.ReadAsArray(x, y, sw, sh).ravel())
         return np.concatenate(pieces)
+
+    def _check_magnitudes(self) -> None:
+        """Floating-point bands: refuse values too large to compute with (unmarked fill values), from the same
+        sample the ranges come from."""
+        for i, b in enumerate(self.bands):
+            try:
+                sample = self._sample_band(b)
+            except RuntimeError:
+                continue  # the ranges' own read reports a damaged file
+            check_magnitude(sample[~self._invalid_values(sample, i)], b, self.path, self.nodata[i])
 
     def _robust_ranges(self) -> list[BandRange]:
         """Percentile ranges (and fill values) from a sample of each selected band."""
