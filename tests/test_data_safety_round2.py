@@ -277,3 +277,74 @@ def test_a_range_too_wide_to_compute_with_is_refused(tmp_path, capsys, tiny_mode
     rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--range=-1e308,1e308"], capsys, tiny_model_file)
     one_error(rc, err, "value range -1e+308,1e+308", "too wide", "--range")
     assert listing(tmp_path) == ["in.tif"]
+
+
+# -- 4. per-band nodata ---------------------------------------------------------------------------------------
+def _vrt_of_bands(tmp_path, nodatas):
+    files = []
+    for i, nd in enumerate(nodatas):
+        band = texture(1, seed=i)[0].astype(np.uint8)
+        if nd is not None:
+            band[2:5, 3:7] = nd
+        files.append(make(tmp_path / f"b{i}.tif", band, nodata=nd))
+    return gdal.BuildVRT(str(tmp_path / "stack.vrt"), files, separate=True), files
+
+
+@pytest.mark.parametrize("nodatas", [[0, 255, 0], [None, 7, None]])
+def test_bands_with_different_nodata_values_are_refused(tmp_path, capsys, tiny_model_file, nodatas):
+    vrt, _ = _vrt_of_bands(tmp_path, nodatas)
+    vrt = None  # written to disk
+    rc, err = cli([tmp_path / "stack.vrt", tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
+    one_error(rc, err, "different nodata values", "band 2: " + str(nodatas[1]), "--bands", "gdalwarp -dstnodata")
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_bands_that_share_a_nodata_value_are_written_with_it(tmp_path, capsys, tiny_model_file):
+    vrt, _ = _vrt_of_bands(tmp_path, [0, 255, 0])
+    vrt = None
+    rc, err = cli([tmp_path / "stack.vrt", tmp_path / "out.tif", "--scale", "2", "--bands", "1,3"], capsys,
+                  tiny_model_file)
+    assert rc == 0, err
+    ds = gdal.Open(str(tmp_path / "out.tif"))
+    assert [ds.GetRasterBand(i).GetNoDataValue() for i in (1, 2)] == [0, 0]
+    holes = np.kron(np.pad(np.ones((3, 4), bool), ((2, 11), (3, 13))), np.ones((2, 2), bool))
+    for i in (1, 2):
+        assert np.array_equal(ds.GetRasterBand(i).ReadAsArray() == 0, holes)
+
+
+# -- 6. metadata: every domain GDAL reports comes back ----------------------------------------------------------
+def _info(path):
+    info = gdal.Info(str(path), format="json", options=["-mdd", "all"])
+    for key in ("description", "files", "size", "geoTransform", "cornerCoordinates", "wgs84Extent"):
+        info.pop(key, None)
+    for key in ("proj:shape", "proj:transform"):
+        info.get("stac", {}).pop(key, None)
+    info["metadata"].pop("IMAGE_STRUCTURE", None)
+    info["metadata"].pop("DERIVED_SUBDATASETS", None)
+    for band in info["bands"]:
+        band.pop("block", None)
+        band.get("metadata", {}).pop("IMAGE_STRUCTURE", None)
+    return info
+
+
+def test_gdalinfo_of_input_and_output_agree_but_for_size_and_grid(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(3).astype(np.uint16) * 100, gdal.GDT_UInt16, nodata=0,
+               colour=[G.GCI_RedBand, G.GCI_GreenBand, G.GCI_BlueBand], descriptions=["r", "g", "b"],
+               metadata={"ACQUISITION": "2024-05-01"}, band_metadata=[{"WAVELENGTH": str(w)} for w in (650, 560, 480)])
+    ds = gdal.Open(src, gdal.GA_Update)
+    ds.SetMetadata({"SATELLITEID": "XYZ", "CLOUDCOVER": "3"}, "IMAGERY")
+    ds.SetMetadata({"PROCESSOR": "test"}, "CUSTOM")
+    ds.SetMetadata(["<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax"
+                    "-ns#'/></x:xmpmeta>"], "xml:XMP")
+    for i in range(3):
+        band = ds.GetRasterBand(i + 1)
+        band.SetMetadata({"GAIN": str(1.5 + i)}, "CALIBRATION")
+        band.SetScale(0.01)
+        band.SetOffset(-1.0)
+        band.SetUnitType("W/m2/sr/um")
+    ds = None
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
+    assert rc == 0, err
+    before, after = _info(src), _info(tmp_path / "out.tif")
+    assert after == before
+    assert after["metadata"]["IMAGERY"]["SATELLITEID"] == "XYZ" and "xml:XMP" in after["metadata"]

@@ -13,7 +13,6 @@ mask when the input had a GDAL mask; the alpha band (resampled by nearest neighb
 from __future__ import annotations
 
 import os
-import re
 import shutil
 
 import numpy as np
@@ -23,14 +22,13 @@ from e2diffsr_core.errors import E2DiffSRError
 
 from .align import Alignment
 from .colours import apply_colours
+from .describe import check_one_nodata, copy_metadata
 from .files import RunFolder, check_output, publish_with_sides
 from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
 from .options import as_list, check_lossy, check_meaning, cog_options, gtiff_options, parse_creation_options, probe
 from .reader import RasterReader
-from .values import SUPPORTED_TYPES, to_output
-
-_SKIP_BAND_METADATA = re.compile(r"^STATISTICS_")
+from .values import SUPPORTED_TYPES, is_float_type, to_output
 
 
 def _write_band_array(band, array: np.ndarray, x: int, y: int) -> None:
@@ -75,6 +73,8 @@ class RasterWriter:
         if self.band_count < 1:
             raise E2DiffSRError("output needs at least one band")
         self.nodata = self._nodata(nodata)
+        if nodata is ... and self.band_count == len(reader.bands):
+            check_one_nodata(self.nodata, reader.bands, is_float_type(self.dtype), reader.path)
         self.alpha = reader.alpha is not None and not spread
         self.mask = reader.dataset_mask
 
@@ -171,9 +171,7 @@ class RasterWriter:
         rpc = src.GetMetadata("RPC")
         if rpc:
             dst.SetMetadata(scaled_rpc(rpc, fx, fy, shift, first), "RPC")
-        md = src.GetMetadata() or {}
-        if md:
-            dst.SetMetadata(md)
+        copy_metadata(src, dst)
 
     def _copy_bands(self) -> None:
         r = self.reader
@@ -184,9 +182,7 @@ class RasterWriter:
                 info = r.band_info(i)
                 if info["description"]:
                     band.SetDescription(info["description"])
-                bmd = {k: v for k, v in info["metadata"].items() if not _SKIP_BAND_METADATA.match(k)}
-                if bmd:
-                    band.SetMetadata(bmd)
+                copy_metadata(r._ds.GetRasterBand(r.bands[i]), band)
                 if info["unit"]:
                     band.SetUnitType(info["unit"])
                 if info["scale"] not in (None, 1.0):
