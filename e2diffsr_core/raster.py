@@ -19,6 +19,7 @@ from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, size_for_gdal
 from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
+from .raster_io.files import reference_files
 from .raster_io.georef import resolution_size
 from .request import Request
 from .rules import MAX_SCALE, check_output_side, check_scale, in_scale_range
@@ -124,6 +125,8 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
     t0 = time.perf_counter()
     log = log or (lambda _msg: None)
     with RasterReader(req.input, bands=req.bands, ranges=req.ranges) as reader:
+        if req.align_to is not None:  # the reference is read too: no output may replace it
+            reader.reference_files = reference_files(req.align_to)
         out_w, out_h, scale, alignment = output_grid(reader, req.scale, req.resolution, req.align_to, log)
         if reader.type_note:
             log(f"note: {reader.type_note}")

@@ -348,3 +348,66 @@ def test_gdalinfo_of_input_and_output_agree_but_for_size_and_grid(tmp_path, caps
     before, after = _info(src), _info(tmp_path / "out.tif")
     assert after == before
     assert after["metadata"]["IMAGERY"]["SATELLITEID"] == "XYZ" and "xml:XMP" in after["metadata"]
+
+
+# -- 7. files reached through other names are never overwritten --------------------------------------------------
+def _vrt_xml(path, source, extra=""):
+    Path(path).write_text(
+        f'<VRTDataset rasterXSize="20" rasterYSize="16"><GeoTransform>{", ".join(map(str, GT))}</GeoTransform>'
+        f'<VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="0">{source}'
+        f"</SourceFilename><SourceBand>1</SourceBand></SimpleSource>{extra}</VRTRasterBand></VRTDataset>")
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["GTIFF_DIR", "vrt://", "overview", "vsisparse", "mask"])
+def test_a_file_behind_another_name_is_never_replaced(tmp_path, capsys, tiny_model_file, how):
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    hidden = make(tmp_path / "hidden.tif", texture(1, seed=3).astype(np.uint8))  # reached only through `how`
+    if how == "GTIFF_DIR":
+        inp = _vrt_xml(tmp_path / "a.vrt", f"GTIFF_DIR:1:{hidden}")
+    elif how == "vrt://":
+        inp = _vrt_xml(tmp_path / "a.vrt", f"vrt://{hidden}?bands=1")
+    elif how == "overview":
+        inp = _vrt_xml(tmp_path / "a.vrt", src, f'<Overview><SourceFilename relativeToVRT="0">{hidden}'
+                                                 "</SourceFilename><SourceBand>1</SourceBand></Overview>")
+    elif how == "vsisparse":
+        size = os.path.getsize(hidden)
+        (tmp_path / "s.xml").write_text(
+            f'<VSISparseFile><Length>{size}</Length><SubfileRegion><Filename relative="0">{hidden}</Filename>'
+            f"<DestinationOffset>0</DestinationOffset><SourceOffset>0</SourceOffset><RegionLength>{size}"
+            "</RegionLength></SubfileRegion></VSISparseFile>")
+        inp = f"/vsisparse/{tmp_path / 's.xml'}"
+    else:
+        inp = _vrt_xml(tmp_path / "a.vrt", src)
+        text = Path(inp).read_text().replace(
+            "</VRTDataset>", f'<MaskBand><VRTRasterBand dataType="Byte"><SimpleSource><SourceFilename '
+                             f'relativeToVRT="0">{hidden}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+                             "</VRTRasterBand></MaskBand></VRTDataset>")
+        Path(inp).write_text(text)
+    before = Path(hidden).read_bytes()
+    rc, err = cli([inp, hidden, "--scale", "2", "--overwrite"], capsys, tiny_model_file)
+    one_error(rc, err, "hidden.tif", "choose a different output")
+    assert Path(hidden).read_bytes() == before
+
+
+def test_the_input_behind_standard_input_is_never_replaced(tmp_path, tiny_model_file):
+    import subprocess
+    import sys
+
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    before = Path(src).read_bytes()
+    with open(src, "rb") as stdin:
+        proc = subprocess.run([sys.executable, "-m", "e2diffsr_core", "superresolve", "/vsistdin/", src, "--scale",
+                               "2", "--overwrite", "--model", str(tiny_model_file), "--quiet"], stdin=stdin,
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "in.tif" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert Path(src).read_bytes() == before
+
+
+def test_the_align_to_reference_is_never_replaced(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    ref = make(tmp_path / "ref.tif", np.zeros((4, 4), np.uint8), gt=(500000.0, 1.0, 0.0, 4000000.0, 0.0, -1.0))
+    before = Path(ref).read_bytes()
+    rc, err = cli([src, ref, "--align-to", ref, "--overwrite"], capsys, tiny_model_file)
+    one_error(rc, err, "reference grid (--align-to)", "ref.tif")
+    assert Path(ref).read_bytes() == before

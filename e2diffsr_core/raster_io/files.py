@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shutil
 import time
+import xml.etree.ElementTree as ET
 
 from osgeo import gdal
 
@@ -60,18 +62,73 @@ def _vsi_container(path: str) -> str:
 
 
 def source_files(ds, name: str) -> list[str]:
-    """Every file on disk that GDAL reads for dataset ``ds`` opened as ``name`` (for the same-file check)."""
+    """Every file on disk that GDAL reads for dataset ``ds`` opened as ``name`` (for the same-file check):
+    what GDAL lists, and what hides behind names it does not follow (VRT sources given as connection strings
+    such as ``GTIFF_DIR:`` or ``vrt://``, a VRT's mask-band and overview sources, ``/vsisparse/`` regions,
+    ``/vsistdin/`` redirected from a file), followed through nested VRTs."""
     files = [name]
     try:
         files += ds.GetFileList() or []
     except RuntimeError:
         pass
-    out = []
-    for f in files:
-        f = _vsi_container(f)
-        if f and os.path.exists(f) and f not in out:
-            out.append(f)
+    out: list[str] = []
+    todo, seen = list(files), set()
+    while todo and len(seen) < 1000:  # a cycle of VRTs cannot keep this going
+        f = todo.pop(0)
+        if f in seen:
+            continue
+        seen.add(f)
+        todo += _names_behind(f)
+        disk = _vsi_container(f)
+        if disk and os.path.isfile(disk) and disk not in out:
+            out.append(disk)
     return out
+
+
+_CONNECTION = re.compile(r"^[A-Za-z0-9_]+:")
+
+
+def _names_behind(name: str) -> list[str]:
+    """Names GDAL reads through ``name`` that its file list may not show."""
+    if name.startswith("vrt://"):
+        return [name[len("vrt://"):].split("?", 1)[0]]
+    if name.startswith("/vsistdin"):
+        stdin = os.path.realpath("/dev/stdin")
+        return [stdin] if os.path.isfile(stdin) else []
+    if name.startswith("/vsisparse/"):
+        return _xml_names(name[len("/vsisparse/"):], ("Filename",), "relative")
+    if _CONNECTION.match(name) and not os.path.exists(name):
+        behind = [p.strip('"') for p in name.split(":") if os.path.isfile(p.strip('"'))]
+        return behind + _opened_files(name)
+    if name.lower().endswith(".vrt") and os.path.isfile(name):
+        return _xml_names(name, ("SourceFilename",), "relativeToVRT")
+    return []
+
+
+def _xml_names(path: str, tags: tuple[str, ...], relative_attr: str) -> list[str]:
+    """File names inside an XML description (a VRT, a sparse file), made absolute where marked relative."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    folder = os.path.dirname(os.path.abspath(path))
+    names = []
+    for el in root.iter():
+        if el.tag in tags and el.text:
+            text = el.text.strip()
+            relative = el.get(relative_attr, "0") == "1"
+            names.append(os.path.join(folder, text) if relative and not text.startswith("/") else text)
+    return names
+
+
+def _opened_files(name: str) -> list[str]:
+    """The file list of a connection string, asking GDAL to open it (quietly: it may not be a raster)."""
+    found = []
+    with collect_failures(quiet=True):
+        ds = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY)
+        found = list(ds.GetFileList() or []) if ds is not None else []
+        ds = None
+    return found
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -98,9 +155,19 @@ def _name_limit(folder: str) -> int:
         return 255
 
 
+def reference_files(path: str) -> list[str]:
+    """:func:`source_files` of another raster the run reads (the ``--align-to`` reference)."""
+    found: list = []
+    with collect_failures(quiet=True):
+        found.append(gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY))
+    ds = found[0] if found else None
+    return source_files(ds, path) if ds is not None else [p for p in (path,) if os.path.isfile(p)]
+
+
 def check_output(path: str, inputs: list[str], overwrite: bool, label: str = "output",
-                 flag: str = "--overwrite") -> None:
-    """Refuse, before any work, an output that cannot or must not be written; ``inputs`` from :func:`source_files`."""
+                 flag: str = "--overwrite", reference: list[str] = ()) -> None:
+    """Refuse, before any work, an output that cannot or must not be written; ``inputs`` from :func:`source_files`,
+    ``reference`` the files of the ``--align-to`` reference (never replaced either)."""
     if not path:
         raise E2DiffSRError(f"no {label} file given; give a file name such as out.tif")
     if path.startswith("/vsi"):
@@ -123,6 +190,10 @@ def check_output(path: str, inputs: list[str], overwrite: bool, label: str = "ou
         if _same_file(path, src):
             what = "the input raster" if _same_file(src, inputs[0]) else f"a file the input reads ({src})"
             raise E2DiffSRError(f"{label} {path} is {what}; choose a different {label} file")
+    for src in reference:
+        if _same_file(path, src):
+            raise E2DiffSRError(f"{label} {path} is a file the reference grid (--align-to) reads ({src}); choose a "
+                                f"different {label} file")
     if os.path.lexists(path):
         if not overwrite:
             raise E2DiffSRError(f"{label} {path} exists; choose another name or allow overwriting ({flag})")

@@ -78,7 +78,7 @@ class RasterWriter:
         self.alpha = reader.alpha is not None and not spread
         self.mask = reader.dataset_mask
 
-        check_output(self.path, reader.files, overwrite, label, flag)
+        check_output(self.path, reader.files, overwrite, label, flag, getattr(reader, "reference_files", ()))
         user = parse_creation_options(creation_options, "COG" if self.cog else "GTiff")
         self.colours = self._colours() + [gdal.GCI_AlphaBand] * self.alpha
         self._gtiff = gtiff_options(self.dtype, {} if self.cog else user, self.colours)
