@@ -21,6 +21,7 @@ from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
 from .raster_io.files import reference_files
 from .raster_io.georef import resolution_size
+from .raster_io.writer import commit_all
 from .request import Request
 from .rules import MAX_SCALE, check_output_side, check_scale, in_scale_range
 
@@ -149,8 +150,7 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
                 f"output {out_w} x {out_h} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")
             result = engine.run_plan(plan, _engine_io(reader, writers, progress, cancel, log))
-            for w in writers.values():
-                w.commit()
+            commit_all(list(writers.values()))  # all outputs appear together, or none
         except BaseException:
             for w in writers.values():
                 w.abort()

@@ -411,3 +411,57 @@ def test_the_align_to_reference_is_never_replaced(tmp_path, capsys, tiny_model_f
     rc, err = cli([src, ref, "--align-to", ref, "--overwrite"], capsys, tiny_model_file)
     one_error(rc, err, "reference grid (--align-to)", "ref.tif")
     assert Path(ref).read_bytes() == before
+
+
+# -- 9. the run itself ----------------------------------------------------------------------------------------
+def test_a_closed_log_stream_does_not_throw_away_a_finished_run(tmp_path, tiny_model_file):
+    import subprocess
+    import sys
+
+    src = make(tmp_path / "in.tif", texture(3).astype(np.uint8))
+    # as `... 2>&1 | head -c 1`: the reader of the log goes away before the run has finished
+    proc = subprocess.Popen([sys.executable, "-m", "e2diffsr_core", "superresolve", src, str(tmp_path / "out.tif"),
+                             "--scale", "2", "--model", str(tiny_model_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    ds = gdal.Open(str(tmp_path / "out.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize) == (40, 32)
+    assert listing(tmp_path) == ["in.tif", "out.tif"]
+
+
+def test_all_outputs_are_published_together_or_none(tmp_path, tiny_model_file):
+    from e2diffsr_core.errors import E2DiffSRError
+    from e2diffsr_core.raster import superresolve_raster
+
+    src = make(tmp_path / "in.tif", texture(3).astype(np.uint8))
+    unc = tmp_path / "unc.tif"
+
+    def someone_else_writes_the_uncertainty_path(_fraction):
+        if not unc.exists():
+            unc.write_bytes(b"another program's file")
+
+    with pytest.raises(E2DiffSRError, match="unc.tif was created by something else"):
+        superresolve_raster(src, str(tmp_path / "out.tif"), 2.0, model=str(tiny_model_file), samples=2,
+                            uncertainty=str(unc), progress=someone_else_writes_the_uncertainty_path)
+    assert listing(tmp_path) == ["in.tif", "unc.tif"] and unc.read_bytes() == b"another program's file"
+
+
+def test_a_raster_given_as_the_model_is_named_as_such(tmp_path, capsys):
+    src = make(tmp_path / "in.tif", texture(3).astype(np.uint8))
+    rc = main(["superresolve", src, str(tmp_path / "out.tif"), "--scale", "2", "--model", src, "--quiet"])
+    line = one_error(rc, capsys.readouterr().err, "is a raster (GTiff), not a model file")
+    assert "could run code" not in line and listing(tmp_path) == ["in.tif"]
+
+
+def test_the_leftover_sweep_removes_only_the_tools_own_names(tmp_path, capsys, tiny_model_file):
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    mine = tmp_path / ".thesis.partial-draft.txt"  # a user's hidden file that merely contains ".partial-"
+    old = tmp_path / ".out.tif.partial-1234abcd.tif"  # an older version's leftover
+    for f in (mine, old):
+        f.write_bytes(b"x")
+        os.utime(f, (0, 0))  # far older than a day
+    rc, err = cli([src, tmp_path / "o.tif", "--scale", "2"], capsys, tiny_model_file)
+    assert rc == 0, err
+    assert mine.exists() and not old.exists()

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 import xml.etree.ElementTree as ET
 
@@ -39,7 +40,9 @@ LOCK_NAME = "lock"
 #: Leftovers without a lock (older versions, or a run killed between creating its folder and locking it)
 #: are removed once older than this.
 STALE_AGE_S = 24 * 3600
-_LEGACY_PATTERNS = (".e2diffsr-latent-", ".partial-")
+#: The exact names older versions gave their temporary files (tempfile's 8 characters, 8 hex digits): the
+#: sweep removes nothing else, so a user's own hidden file that merely contains such a word is left alone.
+_LEGACY_NAMES = re.compile(r"^(\.e2diffsr-latent-[a-z0-9_]{8}|\..+\.partial-[0-9a-f]{8}(\.[A-Za-z0-9]+)*)$")
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -237,9 +240,37 @@ def _check_side_files(path: str, inputs: list[str], overwrite: bool, label: str,
                                 f"allow overwriting ({flag}), which removes it")
 
 
+def _check_sticky(path: str, label: str) -> None:
+    """In a folder with the sticky bit (as /tmp) only a file's owner may replace it: found now, not after the
+    whole computation."""
+    if not hasattr(os, "geteuid"):
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        st_dir, st = os.stat(folder), os.lstat(path)
+    except OSError:
+        return
+    if st_dir.st_mode & stat.S_ISVTX and os.geteuid() not in (0, st.st_uid, st_dir.st_uid):
+        raise E2DiffSRError(f"{label} {path} belongs to another user in a folder where only a file's owner may "
+                            "replace it (sticky bit); choose another name")
+
+
+def raster_driver(path: str) -> str | None:
+    """The GDAL driver that recognises ``path`` as a raster (for messages about a raster given as a model)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # a zip (torch.save) or a pickle: a checkpoint, not a raster
+        return None
+    found: list = []
+    with collect_failures(quiet=True):
+        found.append(gdal.IdentifyDriverEx(path, gdal.OF_RASTER))
+    return found[0].ShortName if found and found[0] is not None else None
+
+
 def _check_replaceable(path: str, label: str) -> None:
     if os.path.islink(path) and not os.path.exists(path):
         return  # a dangling link: replacing it loses nothing
+    _check_sticky(path, label)
     if not os.path.isfile(path):
         raise E2DiffSRError(f"{label} {path} exists and is not a regular file; it is never replaced, "
                             "choose another name")
@@ -338,7 +369,7 @@ def remove_stale(folder: str) -> list[str]:
             if dead:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(name)
-        elif name.startswith(".") and any(p in name for p in _LEGACY_PATTERNS) and _age(path) > STALE_AGE_S:
+        elif _LEGACY_NAMES.match(name) and _age(path) > STALE_AGE_S:
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:

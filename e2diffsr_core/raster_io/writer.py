@@ -62,6 +62,7 @@ class RasterWriter:
         self._ds = None
         self._run: RunFolder | None = None
         self._done = False
+        self._final: str | None = None
         if self.out_w < 1 or self.out_h < 1:
             raise E2DiffSRError(f"output size must be at least 1x1, got {self.out_w}x{self.out_h}")
         if not 0 <= self.rows[0] < self.rows[1] <= self.out_h:
@@ -300,20 +301,34 @@ class RasterWriter:
 
     def commit(self) -> None:
         """Finish the file and move it into place (the target appears only now)."""
+        commit_all([self])
+
+    def prepare(self) -> None:
+        """Finish the file in the run folder (flushed, closed, made a COG); the target is not touched yet."""
         if self._done:
             raise RuntimeError("RasterWriter is already committed or aborted")
         if self._ds is None:
             raise RuntimeError("RasterWriter is closed (committed or aborted)")
         try:
-            final = self._finish()
+            self._final = self._finish()
         except RuntimeError as exc:
             message = one_line(exc)
         else:
-            message = None
-        if message is not None:
-            raise self._fail(message)
+            return
+        raise self._fail(message)
+
+    def check_free(self) -> None:
+        """Without overwriting, refuse (and abort) when a file appeared at the target during the run."""
+        if not self.overwrite and os.path.lexists(self.path):
+            self.abort()
+            raise E2DiffSRError(
+                f"{self.label} {self.path} was created by something else while this run was working; it was left "
+                "as it is and nothing was written; choose another name or allow overwriting")
+
+    def publish(self) -> None:
+        """Move the prepared file (and its side files) into place and remove the run folder."""
         try:
-            publish_with_sides(final, self.path, self.overwrite, self.label)
+            publish_with_sides(self._final, self.path, self.overwrite, self.label)
         except OSError as exc:
             self.abort()
             raise E2DiffSRError(f"could not move the finished {self.label} into place at {self.path} "
@@ -323,6 +338,11 @@ class RasterWriter:
             raise
         self.abort()  # removes the run folder and what is left in it
         self._done = True
+
+    def unpublish(self) -> None:
+        """Take back a published output that replaced nothing (another output of the run failed)."""
+        if not self.overwrite and os.path.isfile(self.path):
+            os.remove(self.path)
 
     def abort(self) -> None:
         """Close and delete every temporary file; the target is left untouched. Safe to call twice."""
@@ -354,3 +374,21 @@ class RasterWriter:
                 self.abort()
         except Exception:  # noqa: BLE001
             pass
+
+
+def commit_all(writers: list[RasterWriter]) -> None:
+    """Publish the outputs of one run together or none of them: every file is finished first, every target
+    checked, and only then are they moved into place (one that still fails takes back those it follows)."""
+    for w in writers:
+        w.prepare()
+    for w in writers:
+        w.check_free()
+    published = []
+    try:
+        for w in writers:
+            w.publish()
+            published.append(w)
+    except BaseException:
+        for w in published:
+            w.unpublish()
+        raise
