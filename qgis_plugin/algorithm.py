@@ -296,11 +296,13 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         from e2diffsr_core.errors import E2DiffSRError
         from e2diffsr_core.raster_io.align import align_file
 
+        from .layer_source import split_source
+
         try:
-            grid = align_file(ref.source(), layer.source()).grid
+            grid = align_file(split_source(ref.source())[0], self._source).grid
         except E2DiffSRError as exc:
             raise QgsProcessingException(for_qgis(str(exc))) from None
-        self._align = ref.source()
+        self._align = split_source(ref.source())[0]
         return grid.y.scale, f"{layer.name()} on the {ref.name()} grid"
 
     def prepareAlgorithm(self, parameters, context, feedback):
@@ -309,6 +311,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         if layer is None or not layer.isValid():
             raise QgsProcessingException(tr(f"Could not load the input raster {parameters.get(self.INPUT)!r}"))
         self._resolution, self._align = self._target_resolution(parameters, context), None
+        if layer.providerType() == "gdal":  # the layer as QGIS shows it: its CRS, nodata and open options
+            from .layer_source import engine_source
+
+            self._source = engine_source(layer)
         aligned = self._reference_grid(parameters, context, layer) if layer.providerType() == "gdal" else None
         if aligned is not None:
             scale, problem = aligned[0], None
@@ -328,7 +334,6 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(tr(
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
-        self._source = layer.source()
         self._layer_name = (aligned[1] if aligned is not None else f"{layer.name()} x{scale:g}"
                             if self._resolution is None else f"{layer.name()} at {self._resolution:g}")
         warning = scale_warning(scale)
@@ -356,6 +361,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         problem = deps.problem()
         if problem:
             raise QgsProcessingException(problem)
+        from .layer_source import release
         from .run import log_environment, run_engine
 
         log_environment(feedback)
@@ -382,7 +388,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             kwargs["align_to"] = self._align
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
+            try:
+                info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
+            finally:
+                release(self._source)
         for w in caught:
             if "trained range" not in str(w.message):  # already said before the run, in QGIS's words
                 feedback.pushWarning(for_qgis(str(w.message)))

@@ -19,18 +19,23 @@ PROBE_OUTPUT = 128  # output pixels per side of the test pass
 def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile: int, model, device) -> dict:
     """Output size, band groups, tile size and tile count of the run (the engine's own planning)."""
     from e2diffsr_core.engine import TiledSR, tile_starts
+    from e2diffsr_core.raster_io.bands import make_groups
 
     ds = gdal.Open(source)
     width, height, count = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+    # the reader leaves an alpha band out unless it is chosen
+    selected = list(bands) if bands else [b for b in range(1, count + 1)
+                                          if ds.GetRasterBand(b).GetColorInterpretation() != gdal.GCI_AlphaBand]
     ds = None
-    n_bands = len(bands) if bands else count
+    n_bands = len(selected) or count
+    feeds = [[selected[i] for i in g] for g in make_groups(len(selected))]
     groups = max(1, math.ceil(n_bands / 3))
     out_w, out_h = int(width * scale), int(height * scale)
     engine = TiledSR(model, device, tile=tile)
     tile_px, _ = engine.plan_sizes(scale, groups * samples)
     tiles = len(tile_starts(out_w, tile_px)) * len(tile_starts(out_h, tile_px))
     return {"width": out_w, "height": out_h, "bands": n_bands, "groups": groups, "samples": samples,
-            "tile": tile_px, "tiles": tiles}
+            "tile": tile_px, "tiles": tiles, "feeds": feeds}
 
 
 def measure(model, device, scale: float) -> tuple[float, int]:
@@ -77,6 +82,10 @@ def describe(the_plan: dict, device_label: str, seconds: float | None) -> str:
     text = (f"Plan: {the_plan['width']} x {the_plan['height']} px output, {the_plan['bands']} band(s) in "
             f"{the_plan['groups']} group(s) of three, {the_plan['samples']} sample(s), {the_plan['tiles']} "
             f"tile(s) of {the_plan['tile']} px, on {device_label}.")
+    if the_plan.get("feeds"):  # the order changes the result: the model sees each group as an RGB image
+        fed = "; ".join(", ".join(map(str, g)) for g in the_plan["feeds"])
+        text += (f" Bands fed to the model as R, G, B: {fed} (in the order of 'Bands', else the file's; the "
+                 "layer's renderer does not change it).")
     if seconds is not None:
         text += f" Estimated time: {duration(seconds)} (from a {PROBE_OUTPUT} x {PROBE_OUTPUT} px test pass)."
     else:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import re
 
+from osgeo import gdal
+
 from e2diffsr_core.errors import E2DiffSRError
 
 SKIP_DOMAINS = {"IMAGE_STRUCTURE", "SUBDATASETS", "DERIVED_SUBDATASETS", "GEOLOCATION", "RPC"}
@@ -31,6 +33,21 @@ def copy_metadata(src, dst) -> None:
             md = {k: v for k, v in (src.GetMetadata(domain) or {}).items() if not _STATISTICS.match(k)}
         if md:
             dst.SetMetadata(md, domain)
+
+
+def carry_lost_metadata(source: str, cog: str) -> None:
+    """The COG driver of GDAL before 3.8 copies only some metadata domains; the others are added through GDAL's
+    own side file (``.aux.xml``, written on closing a file opened read-only), which leaves the COG's layout
+    intact and is published with the output."""
+    src, dst = gdal.Open(source), gdal.Open(cog)
+    pairs = [(src, dst)] + [(src.GetRasterBand(b), dst.GetRasterBand(b)) for b in range(1, src.RasterCount + 1)]
+    for s_obj, d_obj in pairs:
+        for domain in s_obj.GetMetadataDomainList() or []:
+            if domain not in SKIP_DOMAINS and s_obj.GetMetadata(domain) and d_obj.GetMetadata(domain) != \
+                    s_obj.GetMetadata(domain):
+                d_obj.SetMetadata(s_obj.GetMetadata(domain), domain)
+    pairs = None
+    src = dst = None
 
 
 def _key(v: float | None, is_float: bool):

@@ -22,7 +22,7 @@ from e2diffsr_core.errors import E2DiffSRError
 
 from .align import Alignment
 from .colours import apply_colours
-from .describe import check_one_nodata, copy_metadata
+from .describe import carry_lost_metadata, check_one_nodata, copy_metadata
 from .files import RunFolder, check_output, publish_with_sides
 from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
@@ -297,6 +297,8 @@ class RasterWriter:
         errors = close_dataset(holder)
         if errors:
             raise RuntimeError(errors[0])
+        with collect_failures():
+            carry_lost_metadata(self.temp_path, cog_path)
         return cog_path
 
     def commit(self) -> None:
