@@ -239,12 +239,12 @@ def _same(a, b) -> bool:
     return a == b or (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b))
 
 
-def band_description(ds, b: int, alpha_as_data: bool) -> dict:
+def band_description(ds, b: int, alpha_as_data: bool, position: int) -> dict:
     band = ds.GetRasterBand(b)
     colour = band.GetColorInterpretation()
     if alpha_as_data and colour == G.GCI_AlphaBand:
         colour = G.GCI_Undefined
-    if b == 1 and colour == G.GCI_Undefined:
+    if position == 1 and colour == G.GCI_Undefined:
         colour = G.GCI_GrayIndex  # an undefined first band of a grey-level file reads as Gray
     domains = {d: band.GetMetadata(d) for d in (band.GetMetadataDomainList() or [])
                if d not in ("", "IMAGE_STRUCTURE") and band.GetMetadata(d)}  # a VRT's empty LocationInfo
@@ -294,7 +294,7 @@ def check_output(src: str, out: Path, case: Case) -> None:
     for d in ("IMAGERY", "CUSTOM"):
         assert ods.GetMetadata(d) == sds.GetMetadata(d)
     for i, b in enumerate(selected):
-        want, got = band_description(sds, b, alpha_as_data), band_description(ods, i + 1, False)
+        want, got = band_description(sds, b, alpha_as_data, i + 1), band_description(ods, i + 1, False, i + 1)
         assert ods.GetRasterBand(i + 1).DataType == sds.GetRasterBand(b).DataType
         for key in want:
             assert _same(got[key], want[key]), (key, b, got[key], want[key])
