@@ -465,3 +465,31 @@ def test_the_leftover_sweep_removes_only_the_tools_own_names(tmp_path, capsys, t
     rc, err = cli([src, tmp_path / "o.tif", "--scale", "2"], capsys, tiny_model_file)
     assert rc == 0, err
     assert mine.exists() and not old.exists()
+
+
+# -- 10. batch ------------------------------------------------------------------------------------------------
+def test_a_resumed_batch_does_not_take_its_outputs_for_inputs(tmp_path, capsys, tiny_model_file):
+    survey = tmp_path / "survey"
+    (survey / "a").mkdir(parents=True)
+    for name in ("one", "two"):
+        make(survey / "a" / f"{name}.tif", texture(1, seed=len(name)).astype(np.uint8))
+    args = ["superresolve-batch", str(survey / "**" / "*.tif"), "--out-dir", str(survey / "sr"), "--scale", "2",
+            "--model", str(tiny_model_file), "--quiet"]
+    assert main(args) == 0, capsys.readouterr()
+    first = sorted(p.name for p in (survey / "sr").iterdir())
+    rc = main(args)  # the documented resume: the same command again
+    out = capsys.readouterr()
+    assert rc == 0, out
+    assert "0 done, 2 skipped, 0 failed" in out.out.replace("\n", " ") or "2 skipped" in out.out, out.out
+    assert sorted(p.name for p in (survey / "sr").iterdir()) == first  # no output of an output
+
+
+def test_one_consistency_map_for_several_rasters_is_refused(tmp_path, capsys, tiny_model_file):
+    for name in ("one", "two"):
+        make(tmp_path / f"{name}.tif", texture(1).astype(np.uint8))
+    rc = main(["superresolve-batch", str(tmp_path / "one.tif"), str(tmp_path / "two.tif"), "--out-dir",
+               str(tmp_path / "sr"), "--scale", "2", "--consistency-map", str(tmp_path / "map.tif"), "--model",
+               str(tiny_model_file), "--quiet"])
+    captured = capsys.readouterr()
+    assert rc != 0 and "--consistency-map names one file but the batch has 2 rasters" in captured.err + captured.out
+    assert not (tmp_path / "map.tif").exists() and not (tmp_path / "sr").exists()
