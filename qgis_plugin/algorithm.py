@@ -296,13 +296,15 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         from e2diffsr_core.errors import E2DiffSRError
         from e2diffsr_core.raster_io.align import align_file
 
-        from .layer_source import split_source
+        from .layer_source import engine_source, release
 
+        reference = engine_source(ref)  # the reference as QGIS shows it too (an assigned CRS)
         try:
-            grid = align_file(split_source(ref.source())[0], self._source).grid
+            grid = align_file(reference, self._source).grid
         except E2DiffSRError as exc:
+            release(reference)
             raise QgsProcessingException(for_qgis(str(exc))) from None
-        self._align = split_source(ref.source())[0]
+        self._align = reference
         return grid.y.scale, f"{layer.name()} on the {ref.name()} grid"
 
     def prepareAlgorithm(self, parameters, context, feedback):
@@ -392,6 +394,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
             finally:
                 release(self._source)
+                release(self._align or "")
         for w in caught:
             if "trained range" not in str(w.message):  # already said before the run, in QGIS's words
                 feedback.pushWarning(for_qgis(str(w.message)))

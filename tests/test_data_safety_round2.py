@@ -493,3 +493,18 @@ def test_one_consistency_map_for_several_rasters_is_refused(tmp_path, capsys, ti
     captured = capsys.readouterr()
     assert rc != 0 and "--consistency-map names one file but the batch has 2 rasters" in captured.err + captured.out
     assert not (tmp_path / "map.tif").exists() and not (tmp_path / "sr").exists()
+
+
+def test_replacing_another_users_file_in_a_sticky_folder_is_refused_up_front(tmp_path, capsys, tiny_model_file,
+                                                                            monkeypatch):
+    from e2diffsr_core.raster_io import files
+
+    src = make(tmp_path / "in.tif", texture(1).astype(np.uint8))
+    sticky = tmp_path / "shared"
+    sticky.mkdir()
+    theirs = make(sticky / "out.tif", texture(1).astype(np.uint8))
+    os.chmod(sticky, 0o1777)
+    owner = os.stat(theirs).st_uid
+    monkeypatch.setattr(files.os, "geteuid", lambda: owner + 1000)  # another, unprivileged user
+    rc, err = cli([src, theirs, "--scale", "2", "--overwrite"], capsys, tiny_model_file)
+    one_error(rc, err, "belongs to another user", "sticky bit")
