@@ -21,7 +21,9 @@ from .raster_io import RasterReader, RasterWriter, size_for_gdal
 from .raster_io.align import Alignment
 from .raster_io.align import align_to as reference_grid
 from .raster_io.area import AreaOptions
+from .raster_io.files import reference_files
 from .raster_io.georef import resolution_size
+from .raster_io.writer import commit_all
 from .request import Request
 from .rules import MAX_SCALE, check_output_side, check_scale, in_scale_range
 
@@ -134,6 +136,8 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
     t0 = time.perf_counter()
     log = log or (lambda _msg: None)
     with RasterReader(req.input, bands=req.bands, ranges=req.ranges) as reader:
+        if req.align_to is not None:  # the reference is read too: no output may replace it
+            reader.reference_files = reference_files(req.align_to)
         out_w, out_h, scale, alignment = output_grid(reader, req.scale, req.resolution, req.align_to, log)
         area = plan_area(reader, req.area, out_w, out_h, alignment, log) if req.area is not None else None
         if reader.type_note:
@@ -157,8 +161,7 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
                 f"output {size[0]} x {size[1]} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")
             result = engine.run_plan(plan, _engine_io(reader, writers, (progress, cancel, log), area))
-            for w in writers.values():
-                w.commit()
+            commit_all(list(writers.values()))  # all outputs appear together, or none
         except BaseException:
             for w in writers.values():
                 w.abort()

@@ -68,6 +68,7 @@ class Request:
             check_options(req.area)
         if req.model is None and default_model_path() is None:
             raise E2DiffSRError(NO_MODEL)
+        _check_not_a_raster(req.model)
         return replace(req, samples=samples, tile=tile, scale=scale, temperature=temperature,
                        resolution=None if req.resolution is None else tuple(req.resolution),
                        bands=None if req.bands is None else tuple(req.bands),
@@ -79,6 +80,18 @@ class Request:
         """The optional Float32 outputs asked for, by label."""
         out = {"uncertainty raster": self.uncertainty, "consistency map": self.consistency_map}
         return {label: path for label, path in out.items() if path}
+
+
+def _check_not_a_raster(model: str | None) -> None:
+    """A raster given as the model (arguments swapped) is named as such, not as a file that could run code."""
+    if model is None or not Path(model).is_file():
+        return
+    from .raster_io.files import raster_driver
+
+    driver = raster_driver(str(model))
+    if driver is not None:
+        raise E2DiffSRError(f"--model {model} is a raster ({driver}), not a model file; give a checkpoint written "
+                            "by e2diffsr (a .pt file), or leave --model out for the bundled model")
 
 
 __all__ = ["Request"]

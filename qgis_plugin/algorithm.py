@@ -311,11 +311,15 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         from e2diffsr_core.errors import E2DiffSRError
         from e2diffsr_core.raster_io.align import align_file
 
+        from .layer_source import engine_source, release
+
+        reference = engine_source(ref)  # the reference as QGIS shows it too (an assigned CRS)
         try:
-            grid = align_file(ref.source(), layer.source()).grid
+            grid = align_file(reference, self._source).grid
         except E2DiffSRError as exc:
+            release(reference)
             raise QgsProcessingException(for_qgis(str(exc))) from None
-        self._align = ref.source()
+        self._align = reference
         return grid.y.scale, f"{layer.name()} on the {ref.name()} grid"
 
     def prepareAlgorithm(self, parameters, context, feedback):
@@ -324,6 +328,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         if layer is None or not layer.isValid():
             raise QgsProcessingException(tr(f"Could not load the input raster {parameters.get(self.INPUT)!r}"))
         self._resolution, self._align = self._target_resolution(parameters, context), None
+        if layer.providerType() == "gdal":  # the layer as QGIS shows it: its CRS, nodata and open options
+            from .layer_source import engine_source
+
+            self._source = engine_source(layer)
         aligned = self._reference_grid(parameters, context, layer) if layer.providerType() == "gdal" else None
         if aligned is not None:
             scale, problem = aligned[0], None
@@ -340,7 +348,6 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(tr(
                 f"The input layer '{layer.name()}' comes from a '{layer.providerType()}' source; E2DiffSR reads "
                 "rasters GDAL can open (files). Save it as a GeoTIFF first (Export > Save As...)."))
-        self._source = layer.source()
         problem = area.problems(self, parameters, context, layer)  # batches and models skip the dialog's check
         if problem:
             raise QgsProcessingException(problem)
@@ -373,6 +380,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         problem = deps.problem()
         if problem:
             raise QgsProcessingException(problem)
+        from .layer_source import release
         from .run import log_environment, run_engine
 
         log_environment(feedback)
@@ -400,7 +408,11 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             kwargs["align_to"] = self._align
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
+            try:
+                info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
+            finally:
+                release(self._source)
+                release(self._align or "")
         for w in caught:
             if "trained range" not in str(w.message):  # already said before the run, in QGIS's words
                 feedback.pushWarning(for_qgis(str(w.message)))

@@ -192,18 +192,23 @@ def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile:
          size: tuple[int, int] | None = None) -> dict:
     """Output size (``size`` when given, e.g. a processing area's), band groups, tiles of the run."""
     from e2diffsr_core.engine import TiledSR, tile_starts
+    from e2diffsr_core.raster_io.bands import make_groups
 
     ds = gdal.Open(source)
     width, height, count = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+    # the reader leaves an alpha band out unless it is chosen
+    selected = list(bands) if bands else [b for b in range(1, count + 1)
+                                          if ds.GetRasterBand(b).GetColorInterpretation() != gdal.GCI_AlphaBand]
     ds = None
-    n_bands = len(bands) if bands else count
+    n_bands = len(selected) or count
+    feeds = [[selected[i] for i in g] for g in make_groups(len(selected))]
     groups = max(1, math.ceil(n_bands / 3))
     out_w, out_h = size if size is not None else (int(width * scale), int(height * scale))
     engine = TiledSR(model, device, tile=tile)
     tile_px, _ = engine.plan_sizes(scale, groups * samples)
     tiles = len(tile_starts(out_w, tile_px)) * len(tile_starts(out_h, tile_px))
     return {"width": out_w, "height": out_h, "bands": n_bands, "groups": groups, "samples": samples,
-            "tile": tile_px, "tiles": tiles, "scale": scale}
+            "tile": tile_px, "tiles": tiles, "scale": scale, "feeds": feeds}
 
 
 def estimate_seconds(the_plan: dict, model, device, cache: Path | None = None) -> tuple[float, float, str]:
@@ -226,6 +231,10 @@ def describe(the_plan: dict, device_label: str, seconds: float | None, source: s
     text = (f"Plan: {the_plan['width']} x {the_plan['height']} px output, {the_plan['bands']} band(s) in "
             f"{the_plan['groups']} group(s) of three, {the_plan['samples']} sample(s), {the_plan['tiles']} "
             f"tile(s) of {the_plan['tile']} px, on {device_label}.")
+    if the_plan.get("feeds"):  # the order changes the result: the model sees each group as an RGB image
+        fed = "; ".join(", ".join(map(str, g)) for g in the_plan["feeds"])
+        text += (f" Bands fed to the model as R, G, B: {fed} (in the order of 'Bands', else the file's; the "
+                 "layer's renderer does not change it).")
     if seconds is not None:
         text += f" Estimated time: {duration(seconds)} (the model's arithmetic at the speed of {source})."
     return text

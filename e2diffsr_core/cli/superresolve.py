@@ -124,6 +124,31 @@ def stop_on_signals() -> None:
             signal.signal(sig, handler)
 
 
+class LogStream:
+    """stderr for the log and progress bar that goes quiet, instead of failing the run, once its reader has gone
+    away (``... 2>&1 | head`` closes the pipe): a finished run is never thrown away for its log."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def _call(self, method, *args) -> None:
+        if not self.gone:
+            try:
+                getattr(self.stream, method)(*args)
+            except (BrokenPipeError, ConnectionResetError, ValueError):  # ValueError: the stream was closed
+                self.gone = True
+
+    def write(self, text: str) -> int:
+        self._call("write", text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def isatty(self) -> bool:
+        return not self.gone and self.stream.isatty()
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -132,11 +157,12 @@ def run(args) -> int:
     from ..raster import superresolve_raster
 
     bar = None
+    err = LogStream(sys.stderr)
 
     def log(msg: str) -> None:
-        (bar.write if bar is not None else print)(msg, file=sys.stderr)
+        (bar.write if bar is not None else print)(msg, file=err)
 
-    bar = tqdm(total=100, unit="%", desc="super-resolving", disable=args.quiet, file=sys.stderr,
+    bar = tqdm(total=100, unit="%", desc="super-resolving", disable=args.quiet, file=err,
                bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}]")
 
     def progress(frac: float) -> None:
@@ -157,6 +183,6 @@ def run(args) -> int:
     extra = "".join(f" and {info[k]}" for k in ("uncertainty", "consistency_map") if info[k])
     skipped = f", {info['tiles_skipped']} outside the mask skipped" if info.get("tiles_skipped") else ""
     print(f"wrote {info['output']}{extra}: {info['width']} x {info['height']} px in {info['seconds']:.1f} s "
-          f"({info['tiles']} tiles on {info['device']}{skipped})", file=sys.stderr)
+          f"({info['tiles']} tiles on {info['device']}{skipped})", file=err)
     return 0
 

@@ -28,6 +28,9 @@ from .values import (
     SUPPORTED_NAMES,
     SUPPORTED_TYPES,
     BandRange,
+    check_magnitude,
+    check_range,
+    is_float_type,
     numpy_type,
     outside_range,
     robust_range,
@@ -110,6 +113,8 @@ class RasterReader:
         self.geotransform = tuple(gt) if gt is not None else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
         self.projection = ds.GetProjection() or ""
         self._default_fill = np.full(len(self.bands), 0.5)
+        if is_float_type(self.dtype):  # before the ranges, which cannot be computed from such values
+            self._check_magnitudes()
         self.ranges = self._ranges(ranges)
 
     def _select(self, bands) -> list[int]:
@@ -156,8 +161,11 @@ class RasterReader:
                 raise E2DiffSRError(f"unsupported data type signed Byte in band {b} of {self.path}; "
                                     "convert it first, e.g. gdal_translate -ot Int16")
             if band.GetColorTable() is not None and band.GetColorInterpretation() == gdal.GCI_PaletteIndex:
-                raise E2DiffSRError(f"band {b} of {self.path} holds palette indices (classes), which cannot be "
-                                    "interpolated; expand it to colours first, e.g. gdal_translate -expand rgb")
+                raise E2DiffSRError(f"band {b} of {self.path} holds palette indices (a colour table names its "
+                                    "values), which cannot be interpolated; expand a picture to colours first "
+                                    "(gdal_translate -expand rgb), or resample a thematic class map with nearest "
+                                    "neighbour or the most common class: gdalwarp -r near (or -r mode) -tr XRES YRES")
+            self._check_thematic(band, b)
             dtype = t if dtype is None else gdal.DataTypeUnion(dtype, t)
             types.append(name)
             self.nodata.append(band.GetNoDataValue())
@@ -167,6 +175,20 @@ class RasterReader:
         if len(set(types)) > 1:  # a GeoTIFF has one type for all bands: the one that holds every value
             self.type_note = (f"the bands have different data types ({', '.join(types)}); the output stores all of "
                               f"them as {gdal.GetDataTypeName(self.dtype)}, which holds every value of each")
+
+    def _check_thematic(self, band, b: int) -> None:
+        """A class map (its values name classes) cannot be interpolated: 2.5 between class 2 and 3 is no class."""
+        what = None
+        if band.GetColorTable() is not None:
+            what = "a colour table"
+        elif band.GetDefaultRAT() is not None and band.GetDefaultRAT().GetRowCount() > 0:
+            what = "a raster attribute table"
+        elif band.GetCategoryNames():
+            what = "category names"
+        if what is not None:
+            raise E2DiffSRError(f"band {b} of {self.path} is thematic ({what} names its values as classes), which "
+                                "cannot be interpolated into new values; resample a class map with nearest neighbour "
+                                "or the most common class instead, e.g. gdalwarp -r near (or -r mode) -tr XRES YRES")
 
     def _mask_bands(self) -> dict[int, object]:
         """{selected band index: GDAL mask band} for masks other than nodata, all-valid and the alpha band."""
@@ -199,6 +221,7 @@ class RasterReader:
                 raise E2DiffSRError(f"value range for band {b} must be two numbers LO,HI, got {r!r}") from None
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise E2DiffSRError(f"value range for band {b} must have LO < HI (finite numbers), got {lo:g},{hi:g}")
+            check_range(lo, hi, b)
             parsed.append(BandRange(lo, hi))
         return parsed
 
@@ -225,6 +248,16 @@ class RasterReader:
                 x, y = int((w - sw) * (gx + 0.5) / grid), int((h - sh) * (gy + 0.5) / grid)
                 pieces.append(band.ReadAsArray(x, y, sw, sh).ravel())
         return np.concatenate(pieces)
+
+    def _check_magnitudes(self) -> None:
+        """Floating-point bands: refuse values too large to compute with (unmarked fill values), from the same
+        sample the ranges come from."""
+        for i, b in enumerate(self.bands):
+            try:
+                sample = self._sample_band(b)
+            except RuntimeError:
+                continue  # the ranges' own read reports a damaged file
+            check_magnitude(sample[~self._invalid_values(sample, i)], b, self.path, self.nodata[i])
 
     def _robust_ranges(self) -> list[BandRange]:
         """Percentile ranges (and fill values) from a sample of each selected band."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal, gdal_array
 
+from e2diffsr_core.errors import E2DiffSRError
+
 #: GDAL data types the reader and writer handle.
 SUPPORTED_TYPES = (
     gdal.GDT_Byte, gdal.GDT_UInt16, gdal.GDT_Int16, gdal.GDT_UInt32, gdal.GDT_Int32, gdal.GDT_Float32,
@@ -113,3 +115,33 @@ def _keep_off_nodata(out: np.ndarray, nodata: float, limits, valid) -> None:
             out[clash] = out.dtype.type(nodata + 1 if nodata < limits[1] else nodata - 1)
         else:
             out[clash] = np.nextafter(nd_cast, out.dtype.type(np.inf if nodata <= 0 else -np.inf))
+
+
+#: Magnitude from which a value is refused: the model works in float32 and a band's range (hi - lo) times its
+#: values must stay finite; values this large are in practice fill values (Float32's -3.4e38) left unmarked.
+HUGE = 1e30
+
+
+def check_magnitude(values: np.ndarray, band: int, path: str, nodata: float | None) -> None:
+    """Refuse a band whose valid values reach :data:`HUGE` (they would overflow to infinity or NaN, or smear a
+    fill value over its neighbours), saying what to do."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return
+    lo, hi = finite.min(), finite.max()
+    worst = lo if abs(lo) >= abs(hi) else hi
+    if abs(float(worst)) < HUGE:
+        return
+    shown = str(worst)  # the shortest text that reads back as this very value, as -a_nodata needs
+    marked = "" if nodata is None else f" besides its nodata value {nodata:g}"
+    raise E2DiffSRError(
+        f"band {band} of {path} holds {shown}{marked}, too large to compute with (values of magnitude {HUGE:g} "
+        f"or more overflow); if it marks missing pixels, declare it as nodata first (e.g. gdal_translate "
+        f"-a_nodata {shown} IN OUT.vrt), otherwise rescale the band")
+
+
+def check_range(lo: float, hi: float, band: int) -> None:
+    """Refuse a value range (``--range``) whose ends or width overflow the model's arithmetic."""
+    if max(abs(lo), abs(hi)) >= HUGE or not math.isfinite(hi - lo):
+        raise E2DiffSRError(f"value range {lo:g},{hi:g} for band {band} is too wide to compute with (ends beyond "
+                            f"+-{HUGE:g} overflow); give the values the band really takes, e.g. --range 0,10000")

@@ -13,7 +13,6 @@ mask when the input had a GDAL mask; the alpha band (resampled by nearest neighb
 from __future__ import annotations
 
 import os
-import re
 import shutil
 
 import numpy as np
@@ -22,15 +21,14 @@ from osgeo import gdal
 from e2diffsr_core.errors import E2DiffSRError
 
 from .align import Alignment
-from .files import RunFolder, check_output, publish
+from .colours import apply_colours
+from .describe import carry_lost_metadata, check_one_nodata, copy_metadata
+from .files import RunFolder, check_output, publish_with_sides
 from .gdal_errors import close_dataset, collect_failures, internal_masks, one_line
 from .georef import scaled_gcps, scaled_geotransform, scaled_rpc
-from .options import as_list, cog_options, gtiff_options, parse_creation_options, probe
+from .options import as_list, check_lossy, check_meaning, cog_options, gtiff_options, parse_creation_options, probe
 from .reader import RasterReader
-from .values import SUPPORTED_TYPES, to_output
-
-_SKIP_BAND_METADATA = re.compile(r"^STATISTICS_")
-_RGB = [gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand]
+from .values import SUPPORTED_TYPES, is_float_type, to_output
 
 
 def _write_band_array(band, array: np.ndarray, x: int, y: int) -> None:
@@ -64,6 +62,7 @@ class RasterWriter:
         self._ds = None
         self._run: RunFolder | None = None
         self._done = False
+        self._final: str | None = None
         if self.out_w < 1 or self.out_h < 1:
             raise E2DiffSRError(f"output size must be at least 1x1, got {self.out_w}x{self.out_h}")
         if not 0 <= self.rows[0] < self.rows[1] <= self.out_h:
@@ -75,15 +74,19 @@ class RasterWriter:
         if self.band_count < 1:
             raise E2DiffSRError("output needs at least one band")
         self.nodata = self._nodata(nodata)
+        if nodata is ... and self.band_count == len(reader.bands):
+            check_one_nodata(self.nodata, reader.bands, is_float_type(self.dtype), reader.path)
         self.alpha = reader.alpha is not None and not spread
         self.mask = reader.dataset_mask
 
-        check_output(self.path, reader.files, overwrite, label, flag)
+        check_output(self.path, reader.files, overwrite, label, flag, getattr(reader, "reference_files", ()))
         user = parse_creation_options(creation_options, "COG" if self.cog else "GTiff")
-        rgb = self.band_count >= 3 and self._colours()[:3] == _RGB and not self.alpha
-        self._gtiff = gtiff_options(self.dtype, {} if self.cog else user, rgb)
+        self.colours = self._colours() + [gdal.GCI_AlphaBand] * self.alpha
+        self._gtiff = gtiff_options(self.dtype, {} if self.cog else user, self.colours)
         self._cog = cog_options(user) if self.cog else None
-        probe(self.dtype, self.band_count + self.alpha, self._gtiff, self._cog, self.mask, label, self.path)
+        check_meaning(user, self.cog, self.dtype, self._data_max(user))
+        probe(self.dtype, self.colours, self._gtiff, self._cog, self.mask, label, self.path)
+        check_lossy(user, self._validity())
         self._create()
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -97,9 +100,33 @@ class RasterWriter:
             raise ValueError(f"{len(nd)} nodata values for {self.band_count} bands")
         return nd
 
-    def _colours(self) -> list[int]:
+    def _validity(self) -> str | None:
+        """What in this output tells invalid pixels apart by value (a lossy codec must not touch it)."""
+        held = [f"band {i + 1}'s nodata value {v:g}" for i, v in enumerate(self.nodata) if v is not None]
+        if self.alpha:
+            held.append("the alpha band")
+        return None if not held else ", ".join(held[:2]) + (" ..." if len(held) > 2 else "")
+
+    def _data_max(self, user: dict[str, str]) -> float | None:
+        """The largest value the output holds before the model adds detail (the input's and its nodata
+        values), only asked for when NBITS limits the bit depth."""
         r = self.reader
-        return [r.band_info(i)["colour"] if i < len(r.bands) else gdal.GCI_Undefined for i in range(self.band_count)]
+        if "NBITS" not in user or self.band_count != len(r.bands) or self.spread:
+            return None
+        try:
+            values = [r._ds.GetRasterBand(b).ComputeRasterMinMax(False)[1] for b in r.bands]
+        except RuntimeError:  # a band without one valid pixel
+            values = []
+        return max(values + [v for v in self.nodata if v is not None], default=None)
+
+    def _colours(self) -> list[int]:
+        """The input's colour interpretation of each band (an alpha band chosen as imagery is Undefined); an
+        output of another band count (a correction map) has none."""
+        r = self.reader
+        if self.band_count != len(r.bands):
+            return [gdal.GCI_Undefined] * self.band_count
+        return [gdal.GCI_Undefined if c in (gdal.GCI_AlphaBand, gdal.GCI_PaletteIndex) else c
+                for c in (r.band_info(i)["colour"] for i in range(self.band_count))]
 
     def _create(self) -> None:
         self._run = RunFolder(os.path.dirname(os.path.abspath(self.path)))
@@ -145,12 +172,10 @@ class RasterWriter:
         rpc = src.GetMetadata("RPC")
         if rpc:
             dst.SetMetadata(scaled_rpc(rpc, fx, fy, shift, first), "RPC")
-        md = src.GetMetadata() or {}
-        if md:
-            dst.SetMetadata(md)
+        copy_metadata(src, dst)
 
     def _copy_bands(self) -> None:
-        r, colours = self.reader, self._colours()
+        r = self.reader
         same_bands = self.band_count == len(r.bands)  # a one-band summary (e.g. a correction map) takes none
         for i in range(self.band_count):
             band = self._ds.GetRasterBand(i + 1)
@@ -158,21 +183,16 @@ class RasterWriter:
                 info = r.band_info(i)
                 if info["description"]:
                     band.SetDescription(info["description"])
-                bmd = {k: v for k, v in info["metadata"].items() if not _SKIP_BAND_METADATA.match(k)}
-                if bmd:
-                    band.SetMetadata(bmd)
+                copy_metadata(r._ds.GetRasterBand(r.bands[i]), band)
                 if info["unit"]:
                     band.SetUnitType(info["unit"])
                 if info["scale"] not in (None, 1.0):
                     band.SetScale(info["scale"])
                 if info["offset"] not in (None, 0.0) and not self.spread:
                     band.SetOffset(info["offset"])
-                if colours[i] not in (gdal.GCI_Undefined, gdal.GCI_PaletteIndex):
-                    band.SetColorInterpretation(colours[i])
             if self.nodata[i] is not None:
                 band.SetNoDataValue(self.nodata[i])
-        if self.alpha:
-            self._ds.GetRasterBand(self.band_count + 1).SetColorInterpretation(gdal.GCI_AlphaBand)
+        apply_colours(self._ds, self.colours)
 
     # -- writing -----------------------------------------------------------------------------------
     def _crop(self, x: int, y: int, data: np.ndarray, valid):
@@ -277,25 +297,40 @@ class RasterWriter:
         errors = close_dataset(holder)
         if errors:
             raise RuntimeError(errors[0])
+        with collect_failures():
+            carry_lost_metadata(self.temp_path, cog_path)
         return cog_path
 
     def commit(self) -> None:
         """Finish the file and move it into place (the target appears only now)."""
+        commit_all([self])
+
+    def prepare(self) -> None:
+        """Finish the file in the run folder (flushed, closed, made a COG); the target is not touched yet."""
         if self._done:
             raise RuntimeError("RasterWriter is already committed or aborted")
         if self._ds is None:
             raise RuntimeError("RasterWriter is closed (committed or aborted)")
         try:
-            final = self._finish()
+            self._final = self._finish()
         except RuntimeError as exc:
             message = one_line(exc)
         else:
-            message = None
-        if message is not None:
-            raise self._fail(message)
+            return
+        raise self._fail(message)
+
+    def check_free(self) -> None:
+        """Without overwriting, refuse (and abort) when a file appeared at the target during the run."""
+        if not self.overwrite and os.path.lexists(self.path):
+            self.abort()
+            raise E2DiffSRError(
+                f"{self.label} {self.path} was created by something else while this run was working; it was left "
+                "as it is and nothing was written; choose another name or allow overwriting")
+
+    def publish(self) -> None:
+        """Move the prepared file (and its side files) into place and remove the run folder."""
         try:
-            publish(final, self.path, self.overwrite, self.label)
-            self._move_aux(final)
+            publish_with_sides(self._final, self.path, self.overwrite, self.label)
         except OSError as exc:
             self.abort()
             raise E2DiffSRError(f"could not move the finished {self.label} into place at {self.path} "
@@ -306,12 +341,10 @@ class RasterWriter:
         self.abort()  # removes the run folder and what is left in it
         self._done = True
 
-    def _move_aux(self, final: str) -> None:
-        stale_aux = self.path + ".aux.xml"
-        if os.path.exists(final + ".aux.xml"):
-            os.replace(final + ".aux.xml", stale_aux)
-        elif os.path.exists(stale_aux) and self.overwrite:
-            os.remove(stale_aux)  # it described the file being replaced
+    def unpublish(self) -> None:
+        """Take back a published output that replaced nothing (another output of the run failed)."""
+        if not self.overwrite and os.path.isfile(self.path):
+            os.remove(self.path)
 
     def abort(self) -> None:
         """Close and delete every temporary file; the target is left untouched. Safe to call twice."""
@@ -343,3 +376,21 @@ class RasterWriter:
                 self.abort()
         except Exception:  # noqa: BLE001
             pass
+
+
+def commit_all(writers: list[RasterWriter]) -> None:
+    """Publish the outputs of one run together or none of them: every file is finished first, every target
+    checked, and only then are they moved into place (one that still fails takes back those it follows)."""
+    for w in writers:
+        w.prepare()
+    for w in writers:
+        w.check_free()
+    published = []
+    try:
+        for w in writers:
+            w.publish()
+            published.append(w)
+    except BaseException:
+        for w in published:
+            w.unpublish()
+        raise

@@ -45,7 +45,11 @@ def _prepare(args) -> dict:
         if args.split and args.consistency_map:
             raise E2DiffSRError("--consistency-map is not available with --split yet; leave out one of them")
         suffix = ".vrt" if args.split and not args.cog else ".tif"
-        jobs = plan.plan_jobs(plan.expand_inputs(items), args.out_dir, suffix)
+        jobs = plan.plan_jobs(plan.expand_inputs(items, args.out_dir), args.out_dir, suffix)
+        if args.consistency_map and len(jobs) > 1:  # one file cannot hold the maps of several rasters
+            raise E2DiffSRError(f"--consistency-map names one file but the batch has {len(jobs)} rasters, whose "
+                                "maps would replace each other; run superresolve with --consistency-map for the "
+                                "raster whose map you need, or leave it out")
         os.makedirs(args.out_dir, exist_ok=True)
     except E2DiffSRError as exc:
         return {"error": str(exc)}

@@ -33,14 +33,24 @@ def read_list(path: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
-def expand_inputs(items: list[str]) -> list[str]:
-    """Paths and patterns (``tiles/*.tif``, ``**/*.tif``) as a list of files, each once, in the given order."""
+def _inside(path: str, folder: str | None) -> bool:
+    if folder is None:
+        return False
+    root = os.path.realpath(folder)
+    return os.path.commonpath([os.path.realpath(path), root]) == root
+
+
+def expand_inputs(items: list[str], out_dir: str | None = None) -> list[str]:
+    """Paths and patterns (``tiles/*.tif``, ``**/*.tif``) as a list of files, each once, in the given order.
+    A pattern never matches what lies in ``out_dir``: the outputs of an earlier run are not inputs of the
+    resumed one."""
     paths, seen = [], set()
     for item in items:
         if os.path.isdir(item):
             raise E2DiffSRError(f"input {item} is a folder; give files or a pattern such as {item}/*.tif")
         if _PATTERN_CHARS & set(item) and not os.path.exists(item):
-            matches = sorted(m for m in glob.glob(item, recursive=True) if os.path.isfile(m))
+            matches = sorted(m for m in glob.glob(item, recursive=True) if os.path.isfile(m)
+                             and not _inside(m, out_dir))
             if not matches:
                 raise E2DiffSRError(f"no file matches {item}; check the pattern")
         else:
