@@ -406,6 +406,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             kwargs["resolution"] = (self._resolution, self._resolution)
         if self._align is not None:
             kwargs["align_to"] = self._align
+        unit = outputs.unit_of(self._source)  # before an in-memory source is released
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -418,7 +419,6 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 feedback.pushWarning(for_qgis(str(w.message)))
 
         written = {name: path for name, path in resolved.items() if os.path.exists(path)}
-        unit = outputs.unit_of(self._source)
         for name, what in ((self.CONSISTENCY_MAP, "correction"), (self.UNCERTAINTY, "std. deviation")):
             if name in written:
                 outputs.style_magnitude(context, written[name], f"{what}, {unit}", written.get(self.OUTPUT))
