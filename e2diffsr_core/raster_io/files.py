@@ -37,6 +37,8 @@ except ImportError:  # Windows: no advisory locks; stale run folders are recogni
 
 RUN_PREFIX = ".e2diffsr-run-"
 LOCK_NAME = "lock"
+#: A run folder before it is locked (see RunFolder); removed by the sweep only once stale.
+NEW_PREFIX = ".e2diffsr-new-"
 #: Leftovers without a lock (older versions, or a run killed between creating its folder and locking it)
 #: are removed once older than this.
 STALE_AGE_S = 24 * 3600
@@ -369,7 +371,7 @@ def remove_stale(folder: str) -> list[str]:
             if dead:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(name)
-        elif _LEGACY_NAMES.match(name) and _age(path) > STALE_AGE_S:
+        elif (_LEGACY_NAMES.match(name) or name.startswith(NEW_PREFIX)) and _age(path) > STALE_AGE_S:
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -388,22 +390,17 @@ class RunFolder:
         remove_stale(folder)
         self.path = None
         self._fd = None
-        for _ in range(100):
-            path = os.path.join(folder, RUN_PREFIX + secrets.token_hex(4))
-            try:
-                os.mkdir(path)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise E2DiffSRError(f"cannot create a file in {folder} ({exc.strerror}); "
-                                    "choose a folder you can write to") from None
-            self.path = path
-            break
-        else:
-            raise E2DiffSRError(f"no free temporary folder name in {folder}; remove its .e2diffsr-run-* folders")
+        # made under a name the sweep ignores, locked, then renamed: another run's sweep never sees it unlocked
+        token = secrets.token_hex(4)
+        fresh = os.path.join(folder, NEW_PREFIX + token)
         try:
-            self._fd = os.open(os.path.join(self.path, LOCK_NAME), os.O_CREAT | os.O_RDWR, 0o644)
+            os.mkdir(fresh)
+            self.path = fresh
+            self._fd = os.open(os.path.join(fresh, LOCK_NAME), os.O_CREAT | os.O_RDWR, 0o644)
             _lock(self._fd, blocking=True)
+            path = os.path.join(folder, RUN_PREFIX + token)
+            os.rename(fresh, path)  # the lock belongs to the open file, not to its name: it stays held
+            self.path = path
         except OSError as exc:
             self.close()
             raise E2DiffSRError(f"cannot create a file in {folder} ({exc.strerror}); "
