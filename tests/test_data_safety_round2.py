@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from raster_support import make_raster
+from test_data_safety import cli
+from test_data_safety import one_error as base_one_error
+from test_data_safety import texture as base_texture
 
 from e2diffsr_core.__main__ import main
 
@@ -20,26 +23,14 @@ make = functools.partial(make_raster, gt=GT)
 G = gdal
 
 
-def texture(n=3, h=16, w=20, lo=20, hi=230, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = (np.sin(xx / 3.0) + np.cos(yy / 4.0) + 2) / 4
-    return np.stack([lo + (hi - lo) * np.clip(base + 0.05 * rng.standard_normal((h, w)), 0, 1) for _ in range(n)])
-
-
-def cli(args, capsys, model):
-    rc = main(["superresolve", *map(str, args), "--model", str(model), "--quiet"])
-    return rc, capsys.readouterr().err
+texture = functools.partial(base_texture, h=16, w=20)  # smaller pictures: every case runs the model
 
 
 def one_error(rc, err, *expect):
-    assert rc != 0, err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for e in expect:
-        assert e in lines[0], lines[0]
-    assert "device:" not in err  # refused before the model was loaded
-    return lines[0]
+    """The first round's one-line refusal, made before the model was loaded."""
+    line = base_one_error(rc, err, *expect)
+    assert "device:" not in err
+    return line
 
 
 def listing(folder):
