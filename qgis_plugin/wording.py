@@ -24,6 +24,7 @@ LABELS = {
     "CREATION_OPTIONS": "GeoTIFF creation options",
     "COG": "Write a Cloud Optimized GeoTIFF",
     "RAW": "Raw model output",
+    "GUARD": "Keep within the input's local range",
     "TARGET_RESOLUTION": "Target pixel size",
     "ALIGN_TO": "Align to the grid of",
     "CONSISTENCY_MAP": "Consistency map",
@@ -33,7 +34,7 @@ _FLAGS = {
     "--device": "DEVICE", "--samples": "SAMPLES", "--bands": "BANDS", "--scale": "SCALE", "--model": "MODEL",
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
     "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION", "--align-to": "ALIGN_TO",
-    "--consistency-map": "CONSISTENCY_MAP", "--temperature": "TEMPERATURE",
+    "--consistency-map": "CONSISTENCY_MAP", "--temperature": "TEMPERATURE", "--no-guard": "GUARD",
 }
 
 # Whole phrases first, where a literal swap would read badly.
