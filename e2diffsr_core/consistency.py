@@ -170,10 +170,11 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
     ``valid`` [..., h, w] marks the usable input pixels (all when None); ``where`` places both windows in the
     whole image (the whole image when None); the arithmetic runs on ``device``. Every leading index (tile,
     sample, band group) is corrected on its own. ``guard`` (2 or 3) also keeps every pixel within the range
-    of the guard x guard input pixels nearest to it (:func:`local_bounds`), before the first pass and after
-    each: alternating the two projections ends on a result within the local ranges that reproduces the input
-    about as well (no ringing, no invented extrema: a flat area stays flat). Returns (corrected,
-    correction = corrected - sr), float32.
+    of the guard x guard input pixels nearest to it (:func:`local_bounds`) after each pass (with no pass, once):
+    alternating the two projections ends on a result within the local ranges that reproduces the input
+    nearly as well (no ringing, no invented extrema: a flat area stays flat). Clamping the model's output
+    before the first pass as well cost 0.02 to 0.05 dB on the validation pictures (scripts/guard_variants.py).
+    Returns (corrected, correction = corrected - sr), float32.
     """
     where = where or Placement.whole(lr.shape[-2:], sr.shape[-2:])
     _check(sr, lr, valid, where, passes, guard)
@@ -194,7 +195,8 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
     if guard:
         ok = None if valid is None else torch.from_numpy(np.asarray(valid, bool)).to(dev)
         lo, hi = local_bounds(y, ok, where, (H, W), guard)
-        x = torch.minimum(torch.maximum(x, lo), hi)
+        if not passes:
+            x = torch.minimum(torch.maximum(x, lo), hi)
     y = y * mask  # fill values of invalid pixels never enter the arithmetic
     for _ in range(int(passes)):
         residual = y - mask * (down_y @ x @ down_x)
