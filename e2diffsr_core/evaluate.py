@@ -81,7 +81,8 @@ def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES, guard
 
 
 def evaluator_output(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
-                     passes: int = 0, temperature: float = 1.0, guard: int = GUARD, border: int = BORDER) -> np.ndarray:
+                     passes: int = 0, temperature: float = 1.0, *, guard: int = GUARD,
+                     border: int = BORDER) -> np.ndarray:
     """uint8 output at the HR size: the model's own (``passes`` 0), or as the raster tools make it (the input
     extended by ``border`` pixels, ``passes`` of back-projection within the local range of ``guard``)."""
     if not passes:
