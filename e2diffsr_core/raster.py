@@ -96,7 +96,7 @@ def superresolve_raster(
     align_to: str | None = None, model: str | None = None, device: str = "auto", seed: int = 0,
     bands: list[int] | None = None, tile: int = 0, samples: int = 1, uncertainty: str | None = None,
     creation_options: list[str] | tuple = (), cog: bool = False, overwrite: bool = False,
-    ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
+    ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False, guard: bool = True,
     consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
     rows: tuple[int, int] | None = None, compile: bool = False, temperature: float | None = None,
@@ -107,8 +107,10 @@ def superresolve_raster(
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size),
     or on the grid of the raster ``align_to`` (its pixel size and grid origin, covering the input's extent).
 
-    By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
-    ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
+    By default the output is made consistent with the input (reduced to the input grid it reproduces the input)
+    and kept within the range of the input pixels around each output pixel (``guard``; no ringing, no invented
+    extrema), the model seeing the input extended beyond its edges; ``raw`` returns the model's own output.
+    ``consistency_map`` writes the size of that correction (input units).
     ``rows`` (first, stop): write only these rows of the output, georeferenced where they lie (one part of a
     raster split across ranks, see scale_out/split.py); they have the pixels of the whole output's rows. ``temperature``
     (0 to 1) multiplies the diffusion's noise: None gives 0 for one sample (the most faithful output) and 1 for
@@ -125,7 +127,7 @@ def superresolve_raster(
     req = Request.check(input, output, scale, resolution=resolution, align_to=align_to, model=model, device=device,
                         seed=seed, bands=bands, tile=tile, samples=samples, uncertainty=uncertainty,
                         creation_options=creation_options, cog=cog, overwrite=overwrite, ranges=ranges,
-                        precision=precision, raw=raw, consistency_map=consistency_map, rows=rows,
+                        precision=precision, raw=raw, guard=guard, consistency_map=consistency_map, rows=rows,
                         compile=compile, temperature=temperature,
                         area=AreaOptions(extent, extent_crs, mask, mask_layer, mask_where))
     return run_request(req, progress=progress, cancel=cancel, log=log)
@@ -155,7 +157,8 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
                 check_scale(ratio, net.cfg.max_scale)
             # the run's temporary latents live in the output's run folder, removed however the run ends
             engine = TiledSR(net, dev, tile=req.tile, precision=req.precision,
-                             workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile)
+                             workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile,
+                             guard=None if req.guard else 0)
             plan = _plan(engine, req, reader, scale, (out_w, out_h, alignment), area)
             model_desc = _describe_model(req.model, net)
             log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "

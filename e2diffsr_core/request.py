@@ -40,6 +40,7 @@ class Request:
     ranges: tuple[tuple[float, float], ...] | None = None
     precision: str = "auto"
     raw: bool = False
+    guard: bool = True                              # within the local range of the input (consistency.local_bounds)
     compile: bool = False                           # the UNet through torch.compile (engine.CompiledUNet)
     temperature: float | None = None                # None: rules.check_temperature's default (check: resolved)
     rows: tuple[int, int] | None = None             # only these output rows (one part of a split raster)

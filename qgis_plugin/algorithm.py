@@ -120,6 +120,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     # written only when given a destination and then loaded as "<input> x<scale> <suffix>"; one left empty
     # is never handed to QGIS to load.
     RAW = "RAW"
+    GUARD = "GUARD"
     CONSISTENCY_MAP = "CONSISTENCY_MAP"
     OPTIONAL_OUTPUTS = (
         (UNCERTAINTY, "uncertainty", "uncertainty"),
@@ -215,6 +216,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             # optional: models saved before this parameter existed keep validating
             QgsProcessingParameterBoolean(self.RAW, tr(LABELS['RAW']),
                                           defaultValue=False, optional=True),
+            QgsProcessingParameterBoolean(
+                self.GUARD, tr(f"{LABELS['GUARD']} (no ringing or invented extremes; off: the correction alone)"),
+                defaultValue=True, optional=True),
         ]
 
     def _temperature(self, parameters, context):
@@ -396,6 +400,8 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
             cog=self.parameterAsBoolean(parameters, self.COG, context),
             raw=self.parameterAsBoolean(parameters, self.RAW, context),
+            # left out (models saved before it existed): on, the default
+            guard=parameters.get(self.GUARD) in (None, "") or self.parameterAsBoolean(parameters, self.GUARD, context),
             overwrite=True,  # QGIS asks before overwriting; a destination it hands us is meant to be replaced
         )
         for name, keyword, _ in self.OPTIONAL_OUTPUTS:

@@ -101,6 +101,10 @@ def add_parser(sub) -> None:
     p.add_argument("--raw", action="store_true",
                    help="the model's own output, without the correction that makes the result, reduced back to the "
                         "input's pixels, reproduce the input (on by default)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="let the corrected output leave the range of the input pixels around each output pixel "
+                        "(by default it stays within it: flat areas stay flat, edges do not ring, a lake stays "
+                        "level; --raw has no guard either)")
     p.add_argument("--consistency-map", metavar="FILE",
                    help="also write one Float32 band: how much the correction changed each pixel, in the input's "
                         "units (where the model's detail disagreed with the input)")
@@ -175,7 +179,7 @@ def run(args) -> int:
             device=args.device, seed=args.seed,
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
-            precision=args.precision, raw=args.raw, consistency_map=args.consistency_map,
+            precision=args.precision, raw=args.raw, guard=args.guard, consistency_map=args.consistency_map,
             progress=progress, log=log, compile=args.compile, temperature=args.temperature, extent=args.extent,
             extent_crs=args.extent_crs, mask=args.mask, mask_layer=args.mask_layer, mask_where=args.mask_where)
     finally:

@@ -15,16 +15,16 @@ of the memory budget (device), never by the raster's area.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..errors import E2DiffSRError
-from ..gridmap import GridMap
+from ..gridmap import GridMap, mirror
 from ..model import E2DiffSR, Geometry
 from .canvas import Canvas, Store
-from .consistency import PASSES
+from .consistency import GUARD, PASSES
 from .decode import bicubic_rows, run_lr_features
 from .device import (
     auto_tile,
@@ -52,6 +52,9 @@ from .tiles import TileDecoder
 
 # Phase weights for progress reporting (CondNet, diffusion, decoder), roughly their share of the work.
 PHASES = (0.3, 0.1, 0.6)
+# LR pixels by which a corrected run extends the input beyond each edge (by reflection), so that the model
+# computes the raster's outer pixels as it computes inner ones (docs/design.md, "Raster borders").
+BORDER = 8
 
 
 @dataclass
@@ -70,7 +73,11 @@ class TiledSR:
     """Run ``model`` over an image of any size read and written through callbacks (:class:`RunIO`).
 
     ``tile`` bounds the working set (output tiles of tile x tile pixels, bands of about as many pixels; 0:
-    from free memory); ``consistency`` back-projects every tile onto the input (``passes`` passes).
+    from free memory); ``consistency`` back-projects every tile onto the input (``passes`` passes);
+    ``guard`` keeps every pixel within the range of the guard x guard input pixels around it (2 or 3, 0: off;
+    None: consistency.GUARD with the correction, 0 without); ``border`` extends the input by that many LR
+    pixels beyond each edge by reflection and crops the output back (None: BORDER with the correction, 0
+    without: the model's own output is the whole-image pass of the authors' code).
     ``window_batch``: UNet windows per call (0: device.windows_per_call); ``compile``: the UNet through
     ``torch.compile`` (its windows all have one shape; on CUDA as CUDA graphs), falling back to the module
     itself, with a log line, where compilation fails.
@@ -79,10 +86,13 @@ class TiledSR:
     def __init__(self, model: E2DiffSR, device: torch.device, *, tile: int = 0, overlap: int = 0,
                  precision: str = "auto", ram_budget: float | None = None,
                  workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
-                 passes: int = PASSES, window_batch: int = 0, compile: bool = False):
+                 passes: int = PASSES, window_batch: int = 0, compile: bool = False, guard: int | None = None,
+                 border: int | None = None):
         self.model = model
         # back-project every output tile onto the input (consistency); 0 passes: the model's own output
         self.passes = int(passes) if consistency else 0
+        self.guard = int(GUARD if consistency else 0) if guard is None else int(guard)
+        self.border = int(BORDER if consistency else 0) if border is None else int(border)
         self.device = device
         self.tile = int(tile)
         self.overlap = int(overlap)  # accepted for compatibility: output tiles are exact and need none
@@ -153,6 +163,8 @@ class TiledSR:
                      self.workdir, self.map_dtype)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
+        plan = plan.bordered(self.border)
+        io = replace(io, read=_mirrored(io.read, plan))
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
         if io.log:
             io.log(f"{len(tiles)} output tile(s) of {plan.tile} px on {self.device}")
@@ -179,11 +191,11 @@ class TiledSR:
             st.tick = lambda: ticker.step(2)
             feats = self._features(st, z0, lr, plan.grid, plan.samples)
             z0.close()
-            TileDecoder(st, model, feats, plan, io, passes=self.passes, device=self.device).run(
+            TileDecoder(st, model, feats, plan, io, passes=self.passes, device=self.device, guard=self.guard).run(
                 lambda: ticker.step(2))
         finally:
             store.close()
-        return EngineResult(plan.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
+        return EngineResult(plan.image_grid.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
                             plan.col_starts)
 
     def _windows_per_call(self, plan: RunPlan) -> int:
@@ -265,6 +277,24 @@ class CompiledUNet:
         return self.module(*args, **kwargs)
 
 
+def _mirrored(read: Reader, plan: RunPlan) -> Reader:
+    """The image's reader on the model's grid of a bordered plan: pixels beyond the image's edges are its own
+    pixels reflected about those edges (the edge pixel repeated), validity with them."""
+    if plan.image is None:
+        return read
+    (h, w), (_, _, my, mx) = plan.image.lr_size, plan.origin
+
+    def reflected(x, y, ww, hh):
+        rows, cols = mirror(np.arange(y, y + hh) - my, h), mirror(np.arange(x, x + ww) - mx, w)
+        r0, c0 = int(rows.min()), int(cols.min())
+        data, valid = read(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0)
+        if r0 == y - my and c0 == x - mx and data.shape[-2:] == (hh, ww):  # inside the image
+            return data, valid
+        return data[:, rows - r0][:, :, cols - c0], valid[np.ix_(rows - r0, cols - c0)]
+
+    return reflected
+
+
 class _Repeated:
     """A canvas seen ``times`` times along the batch (the LR of every sample)."""
 
@@ -299,10 +329,12 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
                        diffusion_window: int = 0, progress=None, cancel=None, consistency: bool = True,
                        passes: int = PASSES, correction_map: bool = False, grid: GridMap | None = None,
                        window_batch: int = 0, compile: bool = False, temperature: float | None = None,
+                       guard: int | None = None, border: int | None = None,
                        ) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
     ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]; ``grid`` gives
-    the output its own grid (size grid.out_size), e.g. one aligned to another raster."""
+    the output its own grid (size grid.out_size), e.g. one aligned to another raster; ``guard`` and
+    ``border`` as :class:`TiledSR`'s."""
     from ..api import check_scale, resolve_device
 
     scale = check_scale(scale, model.cfg.max_scale)
@@ -310,7 +342,8 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     model = model.to(dev).eval()
     C, h, w = image.shape
     engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window,
-                     consistency=consistency, passes=passes, window_batch=window_batch, compile=compile)
+                     consistency=consistency, passes=passes, window_batch=window_batch, compile=compile,
+                     guard=guard, border=border)
     plan = engine.plan((h, w), scale, out_size=None if grid is None else grid.out_size, grid=grid, channels=C,
                        samples=samples, seed=seed, temperature=temperature)
     H, W = plan.out_size
@@ -337,6 +370,6 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
 
 
 # The engine's public names, wherever they live.
-__all__ = ["DIFFUSION_WINDOW", "LATENT", "CompiledUNet", "EngineResult", "LatentCanvas", "NoiseField", "Reader",
-           "RunIO", "RunPlan", "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
+__all__ = ["BORDER", "DIFFUSION_WINDOW", "LATENT", "CompiledUNet", "EngineResult", "LatentCanvas", "NoiseField",
+           "Reader", "RunIO", "RunPlan", "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
            "superresolve_array", "tile_starts"]
