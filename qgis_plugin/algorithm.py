@@ -113,6 +113,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     TEMPERATURE = "TEMPERATURE"
     UNCERTAINTY = "UNCERTAINTY"
     TILE_SIZE = "TILE_SIZE"
+    MEMORY = "MEMORY"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
 
@@ -211,6 +212,9 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=None, optional=True, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} in output pixels (0: "
                                                             "automatic)"), integer, defaultValue=0, minValue=0),
+            # optional: models saved before this parameter existed keep validating
+            QgsProcessingParameterString(self.MEMORY, tr(f"{LABELS['MEMORY']}, e.g. 512M or 4G (empty: half the "
+                                                         "memory available)"), defaultValue="", optional=True),
             options,
             QgsProcessingParameterBoolean(self.COG, tr(LABELS["COG"]), defaultValue=False),
             # optional: models saved before this parameter existed keep validating
@@ -366,6 +370,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
             seed=self.parameterAsInt(parameters, self.SEED, context),
             bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
             tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            memory=self.parameterAsString(parameters, self.MEMORY, context).strip() or None,
             samples=self.parameterAsInt(parameters, self.SAMPLES, context),
             temperature=self._temperature(parameters, context),
             creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
