@@ -15,12 +15,13 @@ of the memory budget (engine_device), never by the raster's area.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .consistency import PASSES
+from .consistency import PASSES, halo
 from .engine_bounded import (
     LocalFeatures,
     decoder_stats,
@@ -40,6 +41,7 @@ from .engine_device import (
     is_oom,
     reused_memory,
     set_cpu_threads,
+    tile_budget,
     windows_per_call,
 )
 from .engine_latent import (
@@ -185,7 +187,8 @@ class TiledSR:
         if not self.is_bounded(plan):
             return chain + max(0, exact_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, item) - share)
         cond = len(plan.groups) * lat * cells * 4
-        return chain + (cond if cond > share else 0) + max(0, sample_bytes(self.model, plan.batch, item) - share)
+        sample = sample_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, item)
+        return chain + (cond if cond > share else 0) + max(0, sample - share)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
@@ -248,7 +251,10 @@ class TiledSR:
             cond.free()
             dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device)
             ticker.step(2)
-            feats = LocalFeatures(loc, model, z0, io.read, grid, groups, plan.samples, dbook)
+            budget = tile_budget(self.ram_budget) if self.device.type == "cpu" else 1 << 30
+            margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
+            over = math.ceil((plan.tile + 2 * margin) * grid.lr_size[0] / H) + 24  # a tile's rows, with halos
+            feats = LocalFeatures(loc, model, z0, io.read, grid, groups, plan.samples, dbook, budget, over)
             TileDecoder(loc, model, feats, plan, io, passes=self.passes, device=self.device).run(
                 lambda: ticker.step(2))
         finally:

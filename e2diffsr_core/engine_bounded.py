@@ -316,18 +316,45 @@ def decoder_stats(st: Streamer, model, z0, read, grid: GridMap, groups, samples:
 
 
 class LocalFeatures:
-    """The LR-grid features a CSUM tile reads, computed on demand from z0 and the input (the statistics
-    fixed): the drop-in for the exact engine's whole-image feature canvas (csum_tile asks one window)."""
+    """The LR-grid features the CSUM tiles read, computed on demand from z0 and the input (the statistics
+    fixed): the drop-in for the exact engine's whole-image feature canvas (csum_tile asks one window per
+    tile). Tiles come in rows, so the features are computed for a band of LR rows at a time (the full width,
+    in chunks of ``cols`` columns, each with its halo) and kept until a tile reads below it: the halo is
+    recomputed once per band and chunk rather than once per tile."""
 
-    def __init__(self, st: Streamer, model, z0, read, grid: GridMap, groups, samples: int, book: StatsBook):
+    def __init__(self, st: Streamer, model, z0, read, grid: GridMap, groups, samples: int, book: StatsBook,
+                 budget: float, over: int):
         self.st, self.model, self.z0, self.read, self.grid = st, model, z0, read, grid
         self.groups, self.samples, self.book = groups, samples, book
         dec = model.first_stage_model.decoder
         self.halo, self.phalo = lr_halo(dec), prior_halo(dec)
-        n = z0.acc.shape[0]
-        self.shape = (n, dec.head.out_channels, *grid.lr_size)
+        n, c = z0.acc.shape[0], dec.head.out_channels
+        self.shape = (n, c, *grid.lr_size)
+        h, w = grid.lr_size
+        # the band kept: a quarter of the budget; a chunk's maps while computing (about ten): half of it
+        self.rows = int(min(h, max(64, budget / 4 / (n * c * 4 * w))))
+        self.over = int(over)  # LR rows a tile reads (with its halos): where one band overlaps the next
+        self.cols = int(min(w, max(128, budget / 2 / (10 * n * c * 4) / (self.rows + 2 * self.halo))))
+        self._band: tuple[int, int, torch.Tensor] | None = None
 
     def read_window(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Bands lie on a fixed grid (band k: rows k * rows to (k + 1) * rows + over), so a tile's values do
+        not depend on which tiles came before it (ranks of a split raster compute the same pixels); a window
+        reaching past its band's rows is computed on its own."""
+        h, w = self.grid.lr_size
+        k = y0 // self.rows
+        a, b = k * self.rows, min(h, (k + 1) * self.rows + self.over)
+        if y1 > b:
+            return self._block(y0, y1, x0, x1)
+        if self._band is None or self._band[0] != a:
+            self._band = None  # its memory back before the next band is computed
+            chunks = [self._block(a, b, c, min(w, c + self.cols)) for c in range(0, w, self.cols)]
+            self._band = (a, b, chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=3))
+        band = self._band[2]
+        return band[:, :, y0 - a:y1 - a, x0:x1]
+
+    def _block(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Features of LR rows [y0, y1), columns [x0, x1), from the input and z0 around them (the halos)."""
         h, w = self.grid.lr_size
         by0, by1 = max(0, y0 - self.halo), min(h, y1 + self.halo)
         bx0, bx1 = max(0, x0 - self.halo), min(w, x1 + self.halo)
@@ -342,20 +369,25 @@ class LocalFeatures:
             feats = _decode_features(self.st, self.model, z, lr, self.grid, [win])
         finally:
             self.st.stats = None
-        out = feats.read(y0 - by0, y1 - by0)[:, :, :, x0 - bx0:x1 - bx0]
+        out = feats.read(y0 - by0, y1 - by0)[:, :, :, x0 - bx0:x1 - bx0].clone()
         feats.free()
         return out
 
 
-def sample_bytes(model, batch: int, itemsize: int) -> int:
-    """Peak bytes of the statistics sample's maps (all windows side by side; engine_device.exact_bytes)."""
+def sample_bytes(model, lr_size, out_size, batch: int, itemsize: int) -> int:
+    """Peak bytes of the statistics sample's maps, all its windows side by side (engine_device.exact_bytes)."""
     from .engine_device import exact_bytes
 
     enc, dec = model.cond_stage_model, model.first_stage_model.decoder
-    out = SAMPLE_WINDOWS * (SAMPLE_INTERIOR + 2 * encoder_halo(enc))
-    lr = SAMPLE_WINDOWS * (SAMPLE_INTERIOR + 2 * lr_halo(dec))
-    return max(exact_bytes(model, (1, 1), (out, out), batch, itemsize),
-               exact_bytes(model, (lr, lr), (lr, lr), batch, itemsize))
+
+    def area(size, halo):  # pixels of the windows of :func:`encoder_stats` / :func:`decoder_stats`
+        sides = [min(n, SAMPLE_INTERIOR + 2 * halo) for n in size]
+        return len(sample_windows(size[0], sides[0])) * len(sample_windows(size[1], sides[1])) * sides[0] * sides[1]
+
+    out = area(out_size, encoder_halo(enc))
+    lr = area(lr_size, lr_halo(dec))
+    return max(exact_bytes(model, (1, 1), (1, out), batch, itemsize), exact_bytes(model, (1, lr), (1, lr), batch,
+                                                                                    itemsize))
 
 
 def local_streamer(store: Store, autocast, cancel=None) -> Streamer:
