@@ -1,11 +1,14 @@
 """Large rasters: time per output Mpx, temporary bytes written per output pixel and peak RSS (JSON).
 
-    nice -n 5 .venv/bin/python benchmarks/bench_large.py [--sizes readme,16] [--with-64] [--memory 4G]
-        [--other CHECKOUT] [--repeats 1]
+    nice -n 5 .venv/bin/python benchmarks/bench_large.py [--sizes readme,2.5,16] [--with-64] [--memory 4G]
+        [--bounded-memory 256M] [--other CHECKOUT] [--repeats 1]
 
 Each run is a fresh process running ``superresolve`` with the bundled model on the CPU (default settings):
 ``readme`` is the README job (the bundled 400 x 400 sample at x4, 2.56 Mpx of output), ``16`` a 2000 x 2000
-mosaic of the sample at x2 (16 Mpx), ``64`` (``--with-64``, slow) a 4000 x 4000 mosaic at x2. Reported per
+mosaic of the sample at x2 (16 Mpx), ``64`` (``--with-64``, slow) a 4000 x 4000 mosaic at x2, ``2.5`` an
+800 x 800 mosaic at x2 (the README job's output area at the large rasters' scale). ``--bounded-memory SIZE``
+runs every size a second time with that budget (small enough to force the bounded engine): the two
+engines side by side on the same raster. Reported per
 run: engine seconds, output Mpx/s and seconds per output Mpx, the bytes the process wrote to disk
 (``/proc/self/io`` write_bytes) less the output file, per output pixel, the largest size the run folder
 reached (sampled every 0.2 s), and the peak RSS. With ``--other`` every size also runs on that checkout,
@@ -112,13 +115,18 @@ def main() -> None:
     ap.add_argument("--sizes", default="readme,16", help="comma-separated: readme, 16, 64")
     ap.add_argument("--with-64", action="store_true", help="add the 64 Mpx case (4000 x 4000 at x2; slow)")
     ap.add_argument("--memory", default=None, help="--memory of every run (default: the engine's own)")
+    ap.add_argument("--bounded-memory", default=None, help="also run every size with this --memory")
     ap.add_argument("--other", default=None, help="another checkout to run alternately (e.g. the base commit)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="where rasters and outputs go (default: a temporary folder)")
     args = ap.parse_args()
     sizes = [s for s in args.sizes.split(",") if s] + (["64"] if args.with_64 and "64" not in args.sizes else [])
-    codes = {"this": ROOT} | ({"other": Path(args.other).resolve()} if args.other else {})
     options = {} if args.memory is None else {"memory": args.memory}
+    variants = {"this": (ROOT, options)}
+    if args.bounded_memory:
+        variants[f"this --memory {args.bounded_memory}"] = (ROOT, {"memory": args.bounded_memory})
+    if args.other:
+        variants["other"] = (Path(args.other).resolve(), {})
     report: dict = {"machine": {"cores": len(os.sched_getaffinity(0)), "load_before": os.getloadavg()},
                     "memory": args.memory, "runs": {}}
     with tempfile.TemporaryDirectory(dir=args.workdir) as d:
@@ -127,14 +135,13 @@ def main() -> None:
             if size == "readme":
                 raster, scale = SAMPLE, 4.0
             else:
-                side = {"16": 2000, "64": 4000}[size]
+                side = {"2.5": 800, "16": 2000, "64": 4000}[size]
                 raster, scale = d / f"mosaic{side}.tif", 2.0
                 make_mosaic(raster, side)
-            runs: dict[str, list[dict]] = {name: [] for name in codes}
+            runs: dict[str, list[dict]] = {name: [] for name in variants}
             for k in range(args.repeats):
-                for name, code in codes.items():
-                    opts = options if name == "this" else {}
-                    runs[name].append(run_one(code, raster, scale, d / f"{name}-{size}-{k}", opts))
+                for n, (name, (code, opts)) in enumerate(variants.items()):
+                    runs[name].append(run_one(code, raster, scale, d / f"v{n}-{size}-{k}", opts))
             report["runs"][size] = {name: _summary(rs) for name, rs in runs.items()}
             print(json.dumps({size: report["runs"][size]}), file=sys.stderr, flush=True)
     if "readme" in report["runs"]:

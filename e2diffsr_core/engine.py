@@ -245,7 +245,7 @@ class TiledSR:
             book = encoder_stats(st, enc, io.read, grid, groups, self.device)
             ticker.step(0)
             cond = store.canvas(len(groups), enc.conv_out.out_channels, H // LATENT, W // LATENT, torch.float32)
-            encode_blocks(loc, enc, io.read, grid, groups, book, block, cond, lambda: ticker.step(0))
+            encode_blocks(loc, enc, io.read, grid, groups, book, block=block, out=cond, tick=lambda: ticker.step(0))
             z0 = diffuse(cond, plan, model=model, step=self._step, workdir=self.workdir,
                          tick=lambda: ticker.step(1), cancel=io.cancel, per_call=self._windows_per_call(plan))
             cond.free()
@@ -254,7 +254,8 @@ class TiledSR:
             budget = tile_budget(self.ram_budget) if self.device.type == "cpu" else 1 << 30
             margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
             over = math.ceil((plan.tile + 2 * margin) * grid.lr_size[0] / H) + 24  # a tile's rows, with halos
-            feats = LocalFeatures(loc, model, z0, io.read, grid, groups, plan.samples, dbook, budget, over)
+            feats = LocalFeatures(loc, model, z0, io.read, grid, groups, samples=plan.samples, book=dbook,
+                                  budget=budget, over=over)
             TileDecoder(loc, model, feats, plan, io, passes=self.passes, device=self.device).run(
                 lambda: ticker.step(2))
         finally:

@@ -205,7 +205,7 @@ def encoder_stats(st: Streamer, enc, read, grid: GridMap, groups, device) -> Sta
     return book
 
 
-def encode_blocks(st: Streamer, enc, read, grid: GridMap, groups, book: StatsBook, block: int, out: Canvas,
+def encode_blocks(st: Streamer, enc, read, grid: GridMap, groups, book: StatsBook, *, block: int, out: Canvas,
                   tick=None) -> None:
     """CondNet's latent for the whole output, block by block straight from the input (the statistics fixed),
     into ``out`` [G, 4, LH, LW], one row of blocks at a time."""
@@ -322,7 +322,7 @@ class LocalFeatures:
     in chunks of ``cols`` columns, each with its halo) and kept until a tile reads below it: the halo is
     recomputed once per band and chunk rather than once per tile."""
 
-    def __init__(self, st: Streamer, model, z0, read, grid: GridMap, groups, samples: int, book: StatsBook,
+    def __init__(self, st: Streamer, model, z0, read, grid: GridMap, groups, *, samples: int, book: StatsBook,
                  budget: float, over: int):
         self.st, self.model, self.z0, self.read, self.grid = st, model, z0, read, grid
         self.groups, self.samples, self.book = groups, samples, book
