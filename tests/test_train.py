@@ -295,7 +295,7 @@ def test_images_smaller_than_the_crop(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     assert train("--stage", 1, "--out", tmp_path / "o", "--set", "stage1.lr_patch=48", "--set", "data.scale_max=8") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all("smaller than the 384 px crop" in e for e in err), err
+    assert len(err) == 2 and all("256 x 256 px, smaller than the 384 px crop" in e for e in err), err
 
 
 def test_unknown_config_keys(tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import torch
@@ -68,7 +67,7 @@ class RunLog:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # optional: the CSV logs hold the same numbers
                 print("note: TensorBoard is not installed (pip install tensorboard), so the run logs to log.csv "
-                      "and val.csv only; plot them with training/plot_log.py", file=sys.stderr)
+                      "and val.csv only; plot them with training/plot_log.py")
                 SummaryWriter = None
             if SummaryWriter is not None:
                 self.tb = SummaryWriter(str(out / "tensorboard"))
