@@ -30,7 +30,7 @@ import torch
 from ..gridmap import GridMap
 from .canvas import Canvas, Moments, Store
 from .decode import nearest_index, run_lr_features, tile_geo
-from .stream import Streamer, crop, run_encoder, run_prior
+from .stream import Streamer, run_encoder, run_prior
 
 LATENT = 8
 SAMPLE_WINDOWS = 3     # windows per axis of the statistics sample (at most 3 x 3)
@@ -57,8 +57,8 @@ def prior_halo(dec) -> int:
 
 def lr_halo(dec) -> int:
     """LR pixels a feature fed to the CSUM depends on: head, per FRU four 3 x 3 convs per IMDB and LR_conv."""
-    concat = 1 if getattr(dec.up[0].modulation, "mode", "") == "concat" else 0 if dec.prior_branch else 0
-    return 1 + sum(4 * len(fru.IMDB) + 1 + concat for fru in dec.FRUList) if dec.sr_branch else 1 + concat
+    # the modulation is per pixel (Model-III's concatenation too: a 1 x 1 conv)
+    return 1 + sum(4 * len(fru.IMDB) + 1 for fru in dec.FRUList) if dec.sr_branch else 1
 
 
 def sample_windows(size: int, window: int, count: int = SAMPLE_WINDOWS, align: int = 1) -> list[int]:
@@ -396,5 +396,5 @@ def local_streamer(store: Store, autocast, cancel=None) -> Streamer:
     return Streamer(Store(store.device, 1 << 62, store.workdir, store.dtype), 1 << 40, autocast, cancel)
 
 
-__all__ = ["LocalFeatures", "StatsBook", "crop", "decoder_stats", "encode_blocks", "encoder_halo",
+__all__ = ["LocalFeatures", "StatsBook", "decoder_stats", "encode_blocks", "encoder_halo",
            "encoder_stats", "local_streamer", "lr_halo", "sample_bytes", "prior_halo", "sample_windows"]
