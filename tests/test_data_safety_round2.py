@@ -287,21 +287,20 @@ def _vrt_of_bands(tmp_path, nodatas):
         if nd is not None:
             band[2:5, 3:7] = nd
         files.append(make(tmp_path / f"b{i}.tif", band, nodata=nd))
-    return gdal.BuildVRT(str(tmp_path / "stack.vrt"), files, separate=True), files
+    gdal.BuildVRT(str(tmp_path / "stack.vrt"), files, separate=True).FlushCache()  # on disk once released
+    return files
 
 
 @pytest.mark.parametrize("nodatas", [[0, 255, 0], [None, 7, None]])
 def test_bands_with_different_nodata_values_are_refused(tmp_path, capsys, tiny_model_file, nodatas):
-    vrt, _ = _vrt_of_bands(tmp_path, nodatas)
-    vrt = None  # written to disk
+    _vrt_of_bands(tmp_path, nodatas)
     rc, err = cli([tmp_path / "stack.vrt", tmp_path / "out.tif", "--scale", "2"], capsys, tiny_model_file)
     one_error(rc, err, "different nodata values", "band 2: " + str(nodatas[1]), "--bands", "gdalwarp -dstnodata")
     assert not (tmp_path / "out.tif").exists()
 
 
 def test_bands_that_share_a_nodata_value_are_written_with_it(tmp_path, capsys, tiny_model_file):
-    vrt, _ = _vrt_of_bands(tmp_path, [0, 255, 0])
-    vrt = None
+    _vrt_of_bands(tmp_path, [0, 255, 0])
     rc, err = cli([tmp_path / "stack.vrt", tmp_path / "out.tif", "--scale", "2", "--bands", "1,3"], capsys,
                   tiny_model_file)
     assert rc == 0, err
