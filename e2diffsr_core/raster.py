@@ -176,7 +176,9 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             # the run's temporary latents live in the output's run folder, removed however the run ends
             engine = TiledSR(net, dev, tile=req.tile, precision=req.precision, ram_budget=req.memory,
                              workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile,
-                             guard=None if req.guard else 0)
+                             guard=None if req.guard else 0,
+                             # an area's computed box has real pixels around it (area_run.MARGIN_LR), not a border
+                             border=0 if area is not None else None)
             plan = _plan(engine, req, reader, scale, (out_w, out_h, alignment), area)
             _check_temporary_space(engine, plan, writers["output"].run_folder, log)
             model_desc = _describe_model(req.model, net)

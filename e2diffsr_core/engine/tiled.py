@@ -201,10 +201,11 @@ class TiledSR:
         return chain + (cond if cond > share else 0) + max(0, sample - share)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
-        plan = plan.bordered(self.border)
-        io = replace(io, read=_mirrored(io.read, plan))
-        model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
         bounded = self.is_bounded(plan)
+        if not bounded:  # the bounded engine samples its statistics on the raster itself, without a border
+            plan = plan.bordered(self.border)
+            io = replace(io, read=_mirrored(io.read, plan))
+        model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
         if io.log:
             io.log(f"{len(tiles)} output tile(s) of {plan.tile} px on {self.device}"
                    + (", bounded engine (statistics from a sample)" if bounded else ""))
