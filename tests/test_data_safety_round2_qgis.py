@@ -16,7 +16,14 @@ def test_thematic_rasters_are_refused_in_qgis_too(provider, tmp_path, tiny_model
 # -- 11. the layer as QGIS shows it ------------------------------------------------------------------------------
 import numpy as np  # noqa: E402
 from osgeo import gdal, osr  # noqa: E402
-from qgis.core import QgsCoordinateReferenceSystem, QgsRasterLayer, QgsRasterRange  # noqa: E402
+from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer, QgsRasterRange  # noqa: E402
+
+
+def _layer(source: str, name: str) -> QgsRasterLayer:
+    """A layer the project owns, as a layer in QGIS is: deleted by QGIS itself at exit, not after it."""
+    layer = QgsRasterLayer(source, name, "gdal")
+    QgsProject.instance().addMapLayer(layer, False)
+    return layer
 from qgis_support import Recorder  # noqa: E402
 from test_data_safety_round2 import make, texture  # noqa: E402
 
@@ -29,7 +36,7 @@ def _run_layer(layer, tmp_path, tiny_model_file, feedback=None):
 
 def test_a_crs_assigned_in_qgis_reaches_the_output(provider, tmp_path, tiny_model_file):  # noqa: F811
     src = make(tmp_path / "in.tif", texture(1).astype(np.uint8), epsg=None)  # a file without a CRS
-    layer = QgsRasterLayer(src, "no crs", "gdal")
+    layer = _layer(src, "no crs")
     layer.setCrs(QgsCoordinateReferenceSystem("EPSG:32633"))
     ds = _run_layer(layer, tmp_path, tiny_model_file)
     srs = osr.SpatialReference(ds.GetProjection())
@@ -42,7 +49,7 @@ def test_nodata_as_the_layer_says(provider, tmp_path, tiny_model_file):  # noqa:
     data = texture(1).astype(np.uint8)
     data[0, 3:6, 4:9] = 7
     src = make(tmp_path / "in.tif", data, nodata=0)
-    layer = QgsRasterLayer(src, "nodata", "gdal")
+    layer = _layer(src, "nodata")
     layer.dataProvider().setUseSourceNoDataValue(1, False)  # the file's 0 is data to the analyst...
     layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(7, 7)])  # ...and 7 marks holes
     ds = _run_layer(layer, tmp_path, tiny_model_file)
@@ -54,7 +61,7 @@ def test_nodata_as_the_layer_says(provider, tmp_path, tiny_model_file):  # noqa:
 
 def test_several_nodata_values_on_a_band_are_refused_in_qgis_words(provider, tmp_path, tiny_model_file):  # noqa: F811
     src = make(tmp_path / "in.tif", texture(1).astype(np.uint8), nodata=0)
-    layer = QgsRasterLayer(src, "two", "gdal")
+    layer = _layer(src, "two")
     layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(7, 7)])
     feedback = Recorder()
     with pytest.raises(QgsProcessingException):
@@ -66,7 +73,7 @@ def test_several_nodata_values_on_a_band_are_refused_in_qgis_words(provider, tmp
 
 def test_a_layer_with_open_options_and_the_bands_fed_as_rgb(provider, tmp_path, tiny_model_file):  # noqa: F811
     src = make(tmp_path / "in.tif", texture(4).astype(np.uint8), options=["PHOTOMETRIC=MINISBLACK"])
-    layer = QgsRasterLayer(f"{src}|option:NUM_THREADS=1", "with options", "gdal")
+    layer = _layer(f"{src}|option:NUM_THREADS=1", "with options")
     assert layer.isValid()
     feedback = Recorder()
     ds = _run_layer(layer, tmp_path, tiny_model_file, feedback)
