@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class AxisMap:
@@ -77,6 +79,19 @@ class AxisMap:
             return None, 0.0
         return self.ratio, self.shift
 
+    def bordered(self, m: int) -> tuple[AxisMap, int]:
+        """This mapping on the input extended by ``m`` LR pixels on both sides: (the mapping, M), where the
+        output gains M = ceil(m / ratio) pixels a side and output pixel g becomes g + M at the same place on
+        the ground. Where the margin is a whole number of output pixels on a sized mapping, the result is
+        sized too (the model's plain resizes and the engine's x2/x4 shortcuts stay)."""
+        if m <= 0:
+            return self, 0
+        M = math.ceil(m / self.ratio - 1e-9)
+        n_lr, n_out = self.n_lr + 2 * m, self.n_out + 2 * M
+        if self.sized and n_out * self.n_lr == n_lr * self.n_out:
+            return AxisMap(n_lr, n_out), M
+        return AxisMap(n_lr, n_out, self.ratio, self.shift + m - M * self.ratio), M
+
 
 @dataclass(frozen=True)
 class GridMap:
@@ -108,9 +123,22 @@ class GridMap:
     def lr_size(self) -> tuple[int, int]:
         return self.y.n_lr, self.x.n_lr
 
+    def bordered(self, m: int) -> tuple[GridMap, tuple[int, int]]:
+        """The mapping on the input extended by ``m`` LR pixels on every side (:meth:`AxisMap.bordered`), and
+        the output pixels (rows, columns) it adds on each side."""
+        (y, my), (x, mx) = self.y.bordered(m), self.x.bordered(m)
+        return GridMap(y, x), (my, mx)
+
     @property
     def out_size(self) -> tuple[int, int]:
         return self.y.n_out, self.x.n_out
 
 
-__all__ = ["AxisMap", "GridMap"]
+def mirror(i: np.ndarray, n: int) -> np.ndarray:
+    """Indices ``i`` (any integers) folded into [0, n) by reflection about the image's edges (the edge pixel
+    repeated: -1 -> 0, n -> n - 1), repeatedly for a margin wider than the image."""
+    j = np.mod(np.asarray(i, np.int64), 2 * n)
+    return np.where(j < n, j, 2 * n - 1 - j)
+
+
+__all__ = ["AxisMap", "GridMap", "mirror"]

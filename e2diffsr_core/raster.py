@@ -39,25 +39,42 @@ def _describe_model(model_arg, model) -> str:
     return f"{name} ({preset})"
 
 
-def _check_temporary_space(output: str, out_w: int, out_h: int, maps: int) -> None:
-    """Refuse, before reserving anything, a run whose temporary latents cannot fit on the output's disk.
+def _space_error(out_w: int, out_h: int, need: float, folder: str, free: float) -> E2DiffSRError:
+    return E2DiffSRError(f"this output ({out_w} x {out_h} px) needs about {need / 2**30:.2f} GiB of temporary "
+                         f"space in {folder} but only {free / 2**30:.2f} GiB are free; free disk space, write "
+                         "the output elsewhere, give more --memory or use a smaller scale")
 
-    The engine keeps a conditioning latent and two chains of latents (4 channels, 1/8 of the output a side,
-    float32) per band group and sample, in files when they are large.
-    """
+
+def _free(folder: str) -> float | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _check_latent_space(output: str, out_w: int, out_h: int, maps: int) -> None:
+    """Refuse at once, before any file is created, a run whose latents alone cannot fit on the output's disk
+    (a conditioning latent and two chains of latents per band group and sample, 4 channels, 1/8 of the output
+    a side, float32); :func:`_check_temporary_space` then counts every temporary file."""
     cells = (out_w // 8) * (out_h // 8)
     need = cells * 4 * 4 * (3 * maps) + cells * 4 * 3
-    if need < 256 << 20:  # small latents stay in memory
-        return
     folder = os.path.dirname(os.path.abspath(output))
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
+    free = _free(folder) if need >= 256 << 20 else None
+    if free is not None and need > free:
+        raise _space_error(out_w, out_h, need, folder, free)
+
+
+def _check_temporary_space(engine: TiledSR, plan, folder: str, log) -> None:
+    """Refuse, before any work, a run whose temporary files (every one it will write: latents, and feature
+    maps beyond the memory budget) cannot fit in its run folder; say how much and where in one line."""
+    need = engine.temporary_bytes(plan)
+    if need <= 0:
         return
-    if need > free:
-        raise E2DiffSRError(f"this output ({out_w} x {out_h} px) needs about {need / 2**30:.1f} GiB of temporary "
-                            f"space in {folder} but only {free / 2**30:.1f} GiB are free; free disk space, "
-                            "write the output elsewhere or use a smaller scale")
+    free = _free(folder)
+    if free is not None and need > free:
+        raise _space_error(plan.out_size[1], plan.out_size[0], need, folder, free)
+    log(f"temporary files: up to {need / 2**20:.0f} MiB in {folder}"
+        + ("" if free is None else f" ({free / 2**30:.1f} GiB free)"))
 
 
 def _resolution_grid(reader, resolution, log) -> tuple[int, int, float]:
@@ -96,23 +113,26 @@ def superresolve_raster(
     align_to: str | None = None, model: str | None = None, device: str = "auto", seed: int = 0,
     bands: list[int] | None = None, tile: int = 0, samples: int = 1, uncertainty: str | None = None,
     creation_options: list[str] | tuple = (), cog: bool = False, overwrite: bool = False,
-    ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False,
+    ranges: list[tuple[float, float]] | None = None, precision: str = "auto", raw: bool = False, guard: bool = True,
     consistency_map: str | None = None, progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = None,
     rows: tuple[int, int] | None = None, compile: bool = False, temperature: float | None = None,
     extent: tuple[float, float, float, float] | None = None, extent_crs: str | None = None, mask: str | None = None,
-    mask_layer: str | None = None, mask_where: str | None = None,
+    mask_layer: str | None = None, mask_where: str | None = None, memory: int | str | None = None,
 ) -> dict:
     """Write ``output``: ``input`` super-resolved by ``scale`` (int(W*s) x int(H*s) pixels, same CRS and area),
     or to the target pixel size ``resolution`` (x, y in CRS units; the same area in whole pixels of that size),
     or on the grid of the raster ``align_to`` (its pixel size and grid origin, covering the input's extent).
 
-    By default the output is made consistent with the input (reduced to the input grid it reproduces the input);
-    ``raw`` returns the model's own output. ``consistency_map`` writes the size of that correction (input units).
+    By default the output is made consistent with the input (reduced to the input grid it reproduces the input)
+    and kept within the range of the input pixels around each output pixel (``guard``; no ringing, no invented
+    extrema), the model seeing the input extended beyond its edges; ``raw`` returns the model's own output.
+    ``consistency_map`` writes the size of that correction (input units).
     ``rows`` (first, stop): write only these rows of the output, georeferenced where they lie (one part of a
     raster split across ranks, see scale_out/split.py); they have the pixels of the whole output's rows. ``temperature``
     (0 to 1) multiplies the diffusion's noise: None gives 0 for one sample (the most faithful output) and 1 for
-    several (rules.check_temperature).
+    several (rules.check_temperature). ``memory`` (bytes, or a size such as '4G'): the run's memory budget
+    (default: half the memory available); beyond it the engine runs bounded (docs/design.md, "Large rasters").
 
     ``extent`` (xmin, ymin, xmax, ymax in the raster's CRS or ``extent_crs``) and ``mask`` (an OGR source; its
     layer ``mask_layer``, features ``mask_where``) limit the run to an area: the output holds the whole-layer
@@ -125,8 +145,8 @@ def superresolve_raster(
     req = Request.check(input, output, scale, resolution=resolution, align_to=align_to, model=model, device=device,
                         seed=seed, bands=bands, tile=tile, samples=samples, uncertainty=uncertainty,
                         creation_options=creation_options, cog=cog, overwrite=overwrite, ranges=ranges,
-                        precision=precision, raw=raw, consistency_map=consistency_map, rows=rows,
-                        compile=compile, temperature=temperature,
+                        precision=precision, raw=raw, guard=guard, consistency_map=consistency_map, rows=rows,
+                        compile=compile, temperature=temperature, memory=memory,
                         area=AreaOptions(extent, extent_crs, mask, mask_layer, mask_where))
     return run_request(req, progress=progress, cancel=cancel, log=log)
 
@@ -143,8 +163,8 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
         if reader.type_note:
             log(f"note: {reader.type_note}")
         size = area.size if area is not None else (out_w, out_h)
-        _check_temporary_space(req.output, *(area.computed_size if area is not None else size),
-                               len(reader.groups()) * req.samples)
+        _check_latent_space(req.output, *(area.computed_size if area is not None else size),
+                            len(reader.groups()) * req.samples)
         writers: dict[str, RasterWriter] = {}
         try:
             writers = _open_writers(req, reader, size, area.alignment if area is not None else alignment,
@@ -154,9 +174,13 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             for ratio in {scale, alignment.scales[0] if alignment else out_w / reader.width}:
                 check_scale(ratio, net.cfg.max_scale)
             # the run's temporary latents live in the output's run folder, removed however the run ends
-            engine = TiledSR(net, dev, tile=req.tile, precision=req.precision,
-                             workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile)
+            engine = TiledSR(net, dev, tile=req.tile, precision=req.precision, ram_budget=req.memory,
+                             workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile,
+                             guard=None if req.guard else 0,
+                             # an area's computed box has real pixels around it (area_run.MARGIN_LR), not a border
+                             border=0 if area is not None else None)
             plan = _plan(engine, req, reader, scale, (out_w, out_h, alignment), area)
+            _check_temporary_space(engine, plan, writers["output"].run_folder, log)
             model_desc = _describe_model(req.model, net)
             log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
                 f"output {size[0]} x {size[1]} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .api import NO_MODEL, default_model_path
+from .engine.device import parse_memory
 from .errors import E2DiffSRError
 from .raster_io.area import AreaOptions, check_options
 from .rules import MAX_SCALE, check_precision, check_samples, check_scale, check_temperature, check_tile
@@ -40,10 +41,12 @@ class Request:
     ranges: tuple[tuple[float, float], ...] | None = None
     precision: str = "auto"
     raw: bool = False
+    guard: bool = True                              # within the local range of the input (consistency.local_bounds)
     compile: bool = False                           # the UNet through torch.compile (engine.CompiledUNet)
     temperature: float | None = None                # None: rules.check_temperature's default (check: resolved)
     rows: tuple[int, int] | None = None             # only these output rows (one part of a split raster)
     area: AreaOptions | None = None                 # an extent and/or a polygon mask (raster_io/area.py)
+    memory: int | str | None = None                 # the working set's budget (--memory; check: bytes or None)
 
     @classmethod
     def check(cls, input: str, output: str, scale: float | None = None, **options) -> Request:
@@ -60,6 +63,7 @@ class Request:
         check_precision(req.precision)
         temperature = check_temperature(req.temperature, samples)
         tile = check_tile(req.tile)
+        memory = None if req.memory in (None, "", 0) else parse_memory(req.memory)
         if sum(v is not None for v in (req.scale, req.resolution, req.align_to)) != 1:
             raise E2DiffSRError("give exactly one of a scale (--scale), a target pixel size (--resolution) or a "
                                 "reference grid (--align-to)")
@@ -69,7 +73,7 @@ class Request:
         if req.model is None and default_model_path() is None:
             raise E2DiffSRError(NO_MODEL)
         _check_not_a_raster(req.model)
-        return replace(req, samples=samples, tile=tile, scale=scale, temperature=temperature,
+        return replace(req, samples=samples, tile=tile, memory=memory, scale=scale, temperature=temperature,
                        resolution=None if req.resolution is None else tuple(req.resolution),
                        bands=None if req.bands is None else tuple(req.bands),
                        ranges=None if req.ranges is None else tuple(tuple(r) for r in req.ranges),

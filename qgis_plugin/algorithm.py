@@ -113,6 +113,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     TEMPERATURE = "TEMPERATURE"
     UNCERTAINTY = "UNCERTAINTY"
     TILE_SIZE = "TILE_SIZE"
+    MEMORY = "MEMORY"
     CREATION_OPTIONS = "CREATION_OPTIONS"
     COG = "COG"
 
@@ -120,6 +121,7 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
     # written only when given a destination and then loaded as "<input> x<scale> <suffix>"; one left empty
     # is never handed to QGIS to load.
     RAW = "RAW"
+    GUARD = "GUARD"
     CONSISTENCY_MAP = "CONSISTENCY_MAP"
     OPTIONAL_OUTPUTS = (
         (UNCERTAINTY, "uncertainty", "uncertainty"),
@@ -210,11 +212,17 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=None, optional=True, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterNumber(self.TILE_SIZE, tr(f"{LABELS['TILE_SIZE']} (0: automatic)"), integer,
                                          defaultValue=0, minValue=0),
+            # optional: models saved before this parameter existed keep validating
+            QgsProcessingParameterString(self.MEMORY, tr(f"{LABELS['MEMORY']}, e.g. 512M or 4G (empty: half the "
+                                                         "memory available)"), defaultValue="", optional=True),
             options,
             QgsProcessingParameterBoolean(self.COG, tr(LABELS["COG"]), defaultValue=False),
             # optional: models saved before this parameter existed keep validating
             QgsProcessingParameterBoolean(self.RAW, tr(LABELS['RAW']),
                                           defaultValue=False, optional=True),
+            QgsProcessingParameterBoolean(
+                self.GUARD, tr(f"{LABELS['GUARD']} (no ringing or invented extremes; off: the correction alone)"),
+                defaultValue=True, optional=True),
         ]
 
     def _temperature(self, parameters, context):
@@ -376,6 +384,33 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
                 resolved[name] = path
         return resolved
 
+    def _engine_keywords(self, parameters, context, resolved) -> dict:
+        """The keyword arguments of superresolve_raster this run's parameters set."""
+        kwargs = dict(
+            model=self.parameterAsFile(parameters, self.MODEL, context) or None,
+            device=self._engine_device(parameters, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
+            tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            memory=self.parameterAsString(parameters, self.MEMORY, context).strip() or None,
+            samples=self.parameterAsInt(parameters, self.SAMPLES, context),
+            temperature=self._temperature(parameters, context),
+            creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
+            cog=self.parameterAsBoolean(parameters, self.COG, context),
+            raw=self.parameterAsBoolean(parameters, self.RAW, context),
+            # left out (models saved before it existed): on, the default
+            guard=parameters.get(self.GUARD) in (None, "") or self.parameterAsBoolean(parameters, self.GUARD, context),
+            overwrite=True,  # QGIS asks before overwriting; a destination it hands us is meant to be replaced
+        )
+        for name, keyword, _ in self.OPTIONAL_OUTPUTS:
+            kwargs[keyword] = resolved.get(name)
+        kwargs.update(self._area)
+        if self._resolution is not None:
+            kwargs["resolution"] = (self._resolution, self._resolution)
+        if self._align is not None:
+            kwargs["align_to"] = self._align
+        return kwargs
+
     def processAlgorithm(self, parameters, context, feedback):
         problem = deps.problem()
         if problem:
@@ -385,40 +420,29 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
 
         log_environment(feedback)
         resolved = self._destinations(parameters, context)
-        kwargs = dict(
-            model=self.parameterAsFile(parameters, self.MODEL, context) or None,
-            device=self._engine_device(parameters, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
-            tile=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            samples=self.parameterAsInt(parameters, self.SAMPLES, context),
-            temperature=self._temperature(parameters, context),
-            creation_options=parse_creation_options(self.parameterAsString(parameters, self.CREATION_OPTIONS, context)),
-            cog=self.parameterAsBoolean(parameters, self.COG, context),
-            raw=self.parameterAsBoolean(parameters, self.RAW, context),
-            overwrite=True,  # QGIS asks before overwriting; a destination it hands us is meant to be replaced
-        )
-        for name, keyword, _ in self.OPTIONAL_OUTPUTS:
-            kwargs[keyword] = resolved.get(name)
-        kwargs.update(self._area)
-        scale = self._scale
-        if self._resolution is not None:
-            kwargs["resolution"] = (self._resolution, self._resolution)
-        if self._align is not None:
-            kwargs["align_to"] = self._align
+        kwargs = self._engine_keywords(parameters, context, resolved)
         unit = outputs.unit_of(self._source)  # before an in-memory source is released
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                info = run_engine(self._source, resolved[self.OUTPUT], scale, kwargs, feedback)
+                info = run_engine(self._source, resolved[self.OUTPUT], self._scale, kwargs, feedback)
             finally:
                 release(self._source)
                 release(self._align or "")
         for w in caught:
             if "trained range" not in str(w.message):  # already said before the run, in QGIS's words
                 feedback.pushWarning(for_qgis(str(w.message)))
-
         written = {name: path for name, path in resolved.items() if os.path.exists(path)}
+        self._load_outputs(context, resolved, written, unit)
+        return {
+            **written,
+            "USED_DEVICE": str(info.get("device", "")),
+            "USED_MODEL": str(info.get("model", "")),
+            "USED_TILE_SIZE": info.get("tile"),
+        }
+
+    def _load_outputs(self, context, resolved, written, unit) -> None:
+        """Diagnostic layers styled with their units and kept above the result; every layer named."""
         for name, what in ((self.CONSISTENCY_MAP, "correction"), (self.UNCERTAINTY, "std. deviation")):
             if name in written:
                 outputs.style_magnitude(context, written[name], f"{what}, {unit}", written.get(self.OUTPUT))
@@ -428,9 +452,3 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         names = {name: f"{self._layer_name} {suffixes[name]}" if name in suffixes else self._layer_name
                  for name in resolved}
         outputs.name_layers(self, context, resolved, names)
-        return {
-            **written,
-            "USED_DEVICE": str(info.get("device", "")),
-            "USED_MODEL": str(info.get("model", "")),
-            "USED_TILE_SIZE": info.get("tile"),
-        }

@@ -55,6 +55,15 @@ computed exactly as the whole image would be, so the tile size does not change t
 it reproduces the input (more faithful, and closer to the truth on every test picture). Tick it for the model's \
 own output. <b>Consistency map</b> (optional): how much each pixel was corrected, in the input's units: where the \
 model's detail disagreed with the input.</p>
+<p><b>Keep within the input's local range</b> (on by default): every output pixel stays between the lowest and \
+highest of the 3 &times; 3 input pixels nearest to it, so flat areas stay flat, edges do not ring and no new \
+peaks or pits appear, while texture within that range is kept. Untick it for the correction alone.</p>
+<p><b>What the model is for</b>: imagery (aerial and satellite pictures), on which it was trained. An \
+elevation model or another physical quantity is handled as a grey picture: with the defaults its flat areas, \
+shores and range are kept (a lake in a DEM stays level to within 0.01 m at x4 in our tests), but slopes \
+between input pixels are shaped by imagery, not terrain; for slope, hydrology or volumes use GDAL's \
+interpolation. The model also sees the raster extended by reflection beyond its edges, so its border pixels \
+are computed as inner ones are.</p>
 <p><b>GeoTIFF creation options</b>: e.g. <code>COMPRESS=ZSTD;PREDICTOR=2</code> (separated by ; or |).</p>
 <p><b>Processing extent</b> (optional): only this part of the layer (the layer's extent, the map canvas or an \
 area drawn on it). <b>Only inside polygons</b> (optional): a polygon layer (or its selected features); pixels \

@@ -21,9 +21,11 @@ LABELS = {
     "TEMPERATURE": "Sampling temperature",
     "UNCERTAINTY": "Uncertainty",
     "TILE_SIZE": "Tile size",
+    "MEMORY": "Memory budget",
     "CREATION_OPTIONS": "GeoTIFF creation options",
     "COG": "Write a Cloud Optimized GeoTIFF",
     "RAW": "Raw model output",
+    "GUARD": "Keep within the input's local range",
     "TARGET_RESOLUTION": "Target pixel size",
     "ALIGN_TO": "Align to the grid of",
     "CONSISTENCY_MAP": "Consistency map",
@@ -36,7 +38,7 @@ _FLAGS = {
     "--tile": "TILE_SIZE", "--co": "CREATION_OPTIONS", "--cog": "COG", "--seed": "SEED",
     "--uncertainty": "UNCERTAINTY", "--raw": "RAW", "--resolution": "TARGET_RESOLUTION", "--align-to": "ALIGN_TO",
     "--consistency-map": "CONSISTENCY_MAP", "--temperature": "TEMPERATURE", "--extent": "EXTENT",
-    "--mask": "MASK",
+    "--mask": "MASK", "--no-guard": "GUARD", "--memory": "MEMORY",
 }
 
 # Whole phrases first, where a literal swap would read badly.

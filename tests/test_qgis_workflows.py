@@ -168,6 +168,24 @@ def test_sampling_temperature_in_qgis(provider, rasters, tiny_model_file, tmp_pa
     assert not ok and not (tmp_path / "o.tif").exists()
 
 
+def test_the_guard_is_an_advanced_parameter_on_by_default(provider, tiny_model_file, tmp_path):
+    """A step edge keeps its two levels by default; without the guard the (random) model's ringing shows."""
+    from raster_support import make_raster
+
+    step = np.full((32, 40), 50, np.uint8)
+    step[:, 20:] = 200
+    src = make_raster(tmp_path / "step.tif", step)
+    alg = algorithm()  # the parameter lives as long as its algorithm
+    guard = alg.parameterDefinition("GUARD")
+    assert guard.flags() & guard.FlagAdvanced and guard.defaultValue() is True
+    base = {"INPUT": src, "SCALE": 2.0, "MODEL": str(tiny_model_file), "DEVICE": "cpu"}
+    run({**base, "OUTPUT": str(tmp_path / "a.tif")})
+    run({**base, "GUARD": False, "OUTPUT": str(tmp_path / "b.tif")})
+    guarded, loose = (gdal.Open(str(tmp_path / n)).ReadAsArray().astype(int) for n in ("a.tif", "b.tif"))
+    assert guarded.shape == (64, 80) and guarded.min() >= 50 and guarded.max() <= 200
+    assert loose.min() < 50 or loose.max() > 200
+
+
 def test_a_name_given_by_the_user_is_kept(provider, rasters, tiny_model_file):
     alg = algorithm()
     context = QgsProcessingContext()

@@ -59,6 +59,16 @@ def _add_area(p) -> None:
     area.add_argument("--mask-where", metavar="SQL", help="only the features of --mask matching this WHERE clause")
 
 
+def _memory(text: str) -> int:
+    from ..engine.device import parse_memory
+    from ..errors import E2DiffSRError
+
+    try:
+        return parse_memory(text)
+    except E2DiffSRError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--memory {text}: ")) from None
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("superresolve", help="super-resolve a raster (GeoTIFF or anything GDAL reads)",
                        description="Super-resolve a raster by a continuous scale factor; the output keeps the "
@@ -96,11 +106,19 @@ def add_parser(sub) -> None:
                    help="value range LO,HI mapped to the model's 0..1, once per selected band "
                         "(default: robust percentiles of each band; Byte: 0,255)")
     p.add_argument("--tile", type=int, default=0, help="tile size in output pixels (default 0: automatic)")
+    p.add_argument("--memory", type=_memory, metavar="SIZE",
+                   help="memory the run may use, e.g. 512M or 4G (default: half the memory available); large "
+                        "rasters whose feature maps do not fit half of it run the bounded engine, whose "
+                        "normalisation statistics come from a sample of the raster")
     p.add_argument("--samples", type=int, default=1, help="average K samples with different seeds")
     p.add_argument("--uncertainty", help="write the per-pixel standard deviation of the samples here")
     p.add_argument("--raw", action="store_true",
                    help="the model's own output, without the correction that makes the result, reduced back to the "
                         "input's pixels, reproduce the input (on by default)")
+    p.add_argument("--no-guard", dest="guard", action="store_false",
+                   help="let the corrected output leave the range of the input pixels around each output pixel "
+                        "(by default it stays within it: flat areas stay flat, edges do not ring, a lake stays "
+                        "level; --raw has no guard either)")
     p.add_argument("--consistency-map", metavar="FILE",
                    help="also write one Float32 band: how much the correction changed each pixel, in the input's "
                         "units (where the model's detail disagreed with the input)")
@@ -175,9 +193,10 @@ def run(args) -> int:
             device=args.device, seed=args.seed,
             bands=args.bands, tile=args.tile, samples=args.samples, uncertainty=args.uncertainty,
             creation_options=args.co, cog=args.cog, overwrite=args.overwrite, ranges=args.ranges,
-            precision=args.precision, raw=args.raw, consistency_map=args.consistency_map,
+            precision=args.precision, raw=args.raw, guard=args.guard, consistency_map=args.consistency_map,
             progress=progress, log=log, compile=args.compile, temperature=args.temperature, extent=args.extent,
-            extent_crs=args.extent_crs, mask=args.mask, mask_layer=args.mask_layer, mask_where=args.mask_where)
+            extent_crs=args.extent_crs, mask=args.mask, mask_layer=args.mask_layer, mask_where=args.mask_where,
+            memory=args.memory)
     finally:
         bar.close()
     extra = "".join(f" and {info[k]}" for k in ("uncertainty", "consistency_map") if info[k])

@@ -11,7 +11,7 @@ front end.
 
 from .latent import NoiseField
 from .plan import RunIO, RunPlan, tile_starts
-from .tiled import CompiledUNet, EngineResult, TiledSR, superresolve_array
+from .tiled import BORDER, CompiledUNet, EngineResult, TiledSR, superresolve_array
 
-__all__ = ["CompiledUNet", "EngineResult", "NoiseField", "RunIO", "RunPlan", "TiledSR", "superresolve_array",
+__all__ = ["BORDER", "CompiledUNet", "EngineResult", "NoiseField", "RunIO", "RunPlan", "TiledSR", "superresolve_array",
            "tile_starts"]

@@ -183,7 +183,8 @@ class Moments:
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, a: int = 0) -> None:
+        """Add a band (its first row ``a``: where it lies, for subclasses that count only some rows)."""
         n, c, h, w = x.shape
         # per channel, two passes over the band (centred: no cancellation) in float32 whatever the band's
         # dtype; on the channels-last view [N, H*W, C] both are plain column sums (several times

@@ -33,6 +33,7 @@ SUPPORT = 2.0  # of the cubic kernel, in pixels of the coarser grid
 STEP = 1.3  # over-relaxation: each pass adds 1.3x its enlarged residual, which speeds up the fine detail
 # the reduction damps most (lowest picture after 3 passes: 56 dB against 52 dB with 1.0, same PSNR to the truth)
 MIN_WEIGHT = 0.5  # below this enlarged validity a pixel lies outside the valid input and is damped, not amplified
+GUARD = 3  # side of the input neighbourhood whose range bounds each output pixel (0: no guard)
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -120,7 +121,7 @@ class _Axis:
         self.usable = torch.from_numpy(complete)
 
 
-def _check(sr: np.ndarray, lr: np.ndarray, valid, where: Placement, passes: int) -> None:
+def _check(sr: np.ndarray, lr: np.ndarray, valid, where: Placement, passes: int, guard: int) -> None:
     if sr.ndim < 3 or lr.ndim != sr.ndim or sr.shape[:-2] != lr.shape[:-2]:
         raise E2DiffSRError(f"back-projection needs [..., C, h, w] arrays with the same leading shape, "
                             f"got {sr.shape} and {lr.shape}")
@@ -132,19 +133,51 @@ def _check(sr: np.ndarray, lr: np.ndarray, valid, where: Placement, passes: int)
             raise E2DiffSRError(f"a window reaches outside the image ({where})")
     if int(passes) != passes or passes < 0:
         raise E2DiffSRError(f"passes must be a whole number >= 0, got {passes}")
+    if guard not in (0, 2, 3):
+        raise E2DiffSRError(f"the guard's neighbourhood is 2 or 3 input pixels a side (0: none), got {guard}")
+
+
+def _taps(am: AxisMap, o0: int, n: int, l0: int, h: int, side: int) -> list[torch.Tensor]:
+    """Per output pixel [o0, o0 + n) of one axis, the window indices of the ``side`` LR pixels nearest to its
+    centre (3: the pixel under it and its two neighbours; 2: the two around it), clipped to the image."""
+    g = np.arange(o0, o0 + n, dtype=np.float64)
+    first = np.floor(am.edge(g)).astype(np.int64) - 1 if side == 3 else np.floor(am.centre(g)).astype(np.int64)
+    return [torch.from_numpy(np.clip(np.clip(first + k, 0, am.n_lr - 1) - l0, 0, h - 1)) for k in range(side)]
+
+
+def local_bounds(lr: torch.Tensor, valid: torch.Tensor | None, where: Placement, out_hw: tuple[int, int],
+                 side: int = GUARD) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lowest, highest) valid input value of the ``side`` x ``side`` LR pixels nearest to each output pixel of
+    the window ``out_hw`` at ``where.out_origin``: [..., C, H, W] each. Where none is valid, 0 and 1 (no bound)."""
+    (h, w), (gy, gx) = lr.shape[-2:], where.maps.axes
+    ty = [t.to(lr.device) for t in _taps(gy, where.out_origin[0], out_hw[0], where.lr_origin[0], h, side)]
+    tx = [t.to(lr.device) for t in _taps(gx, where.out_origin[1], out_hw[1], where.lr_origin[1], w, side)]
+    out = []
+    for fill, pick in ((np.inf, torch.minimum), (-np.inf, torch.maximum)):
+        x = lr if valid is None else torch.where(valid.unsqueeze(-3), lr, torch.full_like(lr, fill))
+        cols = functools.reduce(pick, [x.index_select(-1, t) for t in tx])
+        out.append(functools.reduce(pick, [cols.index_select(-2, t) for t in ty]))
+    lo, hi = out
+    none = lo > hi
+    return lo.masked_fill(none, 0.0), hi.masked_fill(none, 1.0)
 
 
 def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None, passes: int = PASSES,
                  where: Placement | None = None, device: str | torch.device = "cpu",
-                 step: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 step: float | None = None, guard: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Make ``sr`` [..., C, H, W] (in [0, 1]) consistent with ``lr`` [..., C, h, w].
 
     ``valid`` [..., h, w] marks the usable input pixels (all when None); ``where`` places both windows in the
     whole image (the whole image when None); the arithmetic runs on ``device``. Every leading index (tile,
-    sample, band group) is corrected on its own. Returns (corrected, correction = corrected - sr), float32.
+    sample, band group) is corrected on its own. ``guard`` (2 or 3) also keeps every pixel within the range
+    of the guard x guard input pixels nearest to it (:func:`local_bounds`) after each pass (with no pass, once):
+    alternating the two projections ends on a result within the local ranges that reproduces the input
+    nearly as well (no ringing, no invented extrema: a flat area stays flat). Clamping the model's output
+    before the first pass as well cost 0.01 to 0.02 dB on the validation pictures (scripts/guard_variants.py).
+    Returns (corrected, correction = corrected - sr), float32.
     """
     where = where or Placement.whole(lr.shape[-2:], sr.shape[-2:])
-    _check(sr, lr, valid, where, passes)
+    _check(sr, lr, valid, where, passes, guard)
     (H, W), (h, w) = sr.shape[-2:], lr.shape[-2:]
     gy, gx = where.maps.axes
     ay = _Axis(gy, where.lr_origin[0], where.lr_origin[0] + h, where.out_origin[0], where.out_origin[0] + H)
@@ -158,11 +191,18 @@ def back_project(sr: np.ndarray, lr: np.ndarray, valid: np.ndarray | None = None
     mask = mask.float().unsqueeze(-3).to(dev)  # broadcast over channels
     down_y, down_x, up_y, up_x = (m.to(dev) for m in (ay.down, ax.down.T, ay.up, ax.up.T))
     weight = (up_y @ mask @ up_x).clamp_min(MIN_WEIGHT) / (STEP if step is None else step)
-    y = y * mask  # fill values of invalid pixels never enter the arithmetic
     x = x0
+    if guard:
+        ok = None if valid is None else torch.from_numpy(np.asarray(valid, bool)).to(dev)
+        lo, hi = local_bounds(y, ok, where, (H, W), guard)
+        if not passes:
+            x = torch.minimum(torch.maximum(x, lo), hi)
+    y = y * mask  # fill values of invalid pixels never enter the arithmetic
     for _ in range(int(passes)):
         residual = y - mask * (down_y @ x @ down_x)
         x = (x + (up_y @ residual @ up_x) / weight).clamp_(0.0, 1.0)
+        if guard:
+            x = torch.minimum(torch.maximum(x, lo), hi)
     return x.cpu().numpy(), (x - x0).cpu().numpy()
 
 

@@ -19,26 +19,34 @@ from .canvas import Canvas
 from .stream import Streamer, run_fru
 
 
+def nearest_index(am, lo: int, hi: int, n_lat: int) -> np.ndarray:
+    """Latent cells (of ``n_lat``) that LR pixels [lo, hi) take their prior map from, along the axis ``am``:
+    the legacy nearest resize, float32 scale as F.interpolate, or the aligned grid's own mapping."""
+    if am.sized:
+        scale = np.float32(n_lat) / np.float32(am.n_lr)
+        src = np.floor(np.arange(lo, hi, dtype=np.float32) * scale).astype(np.int64)
+    else:
+        src = latent_index(am, np.arange(lo, hi, dtype=np.float64)).astype(np.int64)
+    return np.clip(src, 0, n_lat - 1)
+
+
 def nearest_rows(mp: Canvas, a: int, b: int, grid: GridMap) -> torch.Tensor:
     """Rows [a, b) of a latent-grid map resized (legacy nearest, float32 scale as F.interpolate) to the LR grid."""
     lat_h, lat_w = mp.shape[2], mp.shape[3]
-    idx = []
-    for lo, hi, n_in, am in ((a, b, lat_h, grid.y), (0, grid.x.n_lr, lat_w, grid.x)):
-        if am.sized:
-            scale = np.float32(n_in) / np.float32(am.n_lr)
-            src = np.floor(np.arange(lo, hi, dtype=np.float32) * scale).astype(np.int64)
-        else:
-            src = latent_index(am, np.arange(lo, hi, dtype=np.float64)).astype(np.int64)
-        idx.append(np.clip(src, 0, n_in - 1))
-    y0, y1 = int(idx[0][0]), int(idx[0][-1]) + 1
+    iy, ix = nearest_index(grid.y, a, b, lat_h), nearest_index(grid.x, 0, grid.x.n_lr, lat_w)
+    y0, y1 = int(iy[0]), int(iy[-1]) + 1
     rows = mp.read(y0, y1)
-    ys = torch.from_numpy(idx[0] - y0).to(rows.device)
-    xs = torch.from_numpy(idx[1]).to(rows.device)
+    ys = torch.from_numpy(iy - y0).to(rows.device)
+    xs = torch.from_numpy(ix).to(rows.device)
     return rows.index_select(2, ys).index_select(3, xs)
 
 
-def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, grid: GridMap) -> Canvas:
-    """head(LR), then per group: modulation by the prior map, FRU. Returns the features fed to the CSUM."""
+def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, grid: GridMap,
+                    resize=None) -> Canvas:
+    """head(LR), then per group: modulation by the prior map, FRU. Returns the features fed to the CSUM.
+    ``resize(map, a, b)``: rows [a, b) of a prior map on the LR grid (default :func:`nearest_rows`; the
+    bounded engine's crops give their own)."""
+    resize = resize or (lambda mp, a, b: nearest_rows(mp, a, b, grid))
     n, _, h, w = lr.shape
     s = grid.y.scale  # the decoder's modulation input: the true scale of the rows
     ch = dec.head.out_channels
@@ -49,7 +57,7 @@ def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, gr
             s_t = torch.full((n, 1), s, dtype=torch.float32, device=st.store.device)
             mp = maps[k]
             f2, _ = st.run((n, ch, h, w), lambda a, b, g=group, mp=mp, s_t=s_t, f=f: g.modulation(
-                f.read(a, b), nearest_rows(mp, a, b, grid).to(torch.float32), s_t))
+                f.read(a, b), resize(mp, a, b).to(torch.float32), s_t))
             f.free()
             f = f2
         if dec.sr_branch:
@@ -203,6 +211,6 @@ def valid_out(valid: np.ndarray, grid: GridMap, lr_origin, out_origin, size) -> 
     return valid[np.ix_(idx[0], idx[1])]
 
 
-__all__ = ["bicubic_rows", "csum_tile", "level_regions", "level_weights", "nearest_rows", "run_lr_features",
-           "skip_window", "valid_out"]
+__all__ = ["bicubic_rows", "csum_tile", "level_regions", "level_weights", "nearest_index", "nearest_rows",
+           "run_lr_features", "skip_window", "valid_out"]
 

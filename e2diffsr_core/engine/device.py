@@ -110,10 +110,7 @@ def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
 def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 1,
               ram_budget: float | None = None) -> int:
     """Largest tile (output px, multiple of 64) whose estimated working set fits the device's free memory."""
-    if device.type == "cuda":
-        budget = _cuda_budget(device)
-    else:
-        budget = ram_budget if ram_budget is not None else _cpu_budget()
+    budget = _cuda_budget(device) if device.type == "cuda" else tile_budget(ram_budget)
     px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
     side = int(math.sqrt(max(px, 1.0))) // 64 * 64
     return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
@@ -144,26 +141,75 @@ def _cuda_budget(device: torch.device) -> float:
     return min(0.5 * free, CUDA_BUDGET)
 
 
-def _cpu_budget() -> float:
+def available_memory() -> int:
+    """Bytes of memory the system can give without swapping (MemAvailable; 8 GiB where it is unknown)."""
     try:
         with open("/proc/meminfo") as f:
             info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        avail = info.get("MemAvailable", 4 << 30)
-    except OSError:
-        avail = 4 << 30
-    return min(0.25 * avail, 2.0 * (1 << 30))
+        return info.get("MemAvailable", 8 << 30)
+    except (OSError, ValueError, IndexError):
+        return 8 << 30
 
 
-def feature_budget(device: torch.device, ram_budget: float | None = None, tile: int = 0) -> int:
-    """Bytes of whole-image feature maps kept in memory (the rest goes to temporary files, so memory does
-    not grow with the area): half the memory budget on a CPU, a quarter on a GPU, whose budget also holds
-    the tiles' working set. A tile the user chose (``tile``, the memory knob; 0 when automatic) also bounds it
-    to 64 bytes per tile pixel (at least 16 MiB)."""
-    budget = _cuda_budget(device) if device.type == "cuda" else (ram_budget or _cpu_budget())
-    share = budget / (4 if device.type == "cuda" else 2)
-    if tile:
-        share = min(share, max(16 << 20, 64 * tile * tile))
-    return int(share)
+def default_memory() -> int:
+    """The memory budget of a run when ``--memory`` is not given: half the memory available now (at least
+    512 MiB), so a run uses the machine it has and still leaves the rest to everything else."""
+    return max(512 << 20, available_memory() // 2)
+
+
+def memory_budget(ram_budget: float | None = None) -> int:
+    return int(ram_budget) if ram_budget else default_memory()
+
+
+def tile_budget(ram_budget: float | None = None) -> float:
+    """Bytes of a CPU tile's working set: half the memory budget, at most 2 GiB (larger tiles gain nothing)."""
+    return min(0.5 * memory_budget(ram_budget), 2.0 * (1 << 30))
+
+
+def feature_budget(device: torch.device, ram_budget: float | None = None) -> int:
+    """Bytes of whole-image feature maps kept in memory (the rest goes to temporary files): half the memory
+    budget on a CPU; on a GPU a quarter of its budget, which also holds the tiles' working set."""
+    if device.type == "cuda":
+        return int(_cuda_budget(device) / 4)
+    return int(memory_budget(ram_budget) / 2)
+
+
+def exact_bytes(model: E2DiffSR, lr_size, out_size, batch: int, itemsize: int) -> int:
+    """Peak bytes of the exact engine's whole-image maps (engine_stream): the LR image, then the larger of
+    CondNet's three maps of its widest level and the decoder's five LR-grid maps with its prior maps."""
+    lr_px, out_px = lr_size[0] * lr_size[1], out_size[0] * out_size[1]
+    enc = model.cond_stage_model
+    widths = [enc.conv_in.out_channels] + [lv.block[-1].conv2.out_channels for lv in enc.down if len(lv.block)]
+    cond = max(3 * c * out_px / 4 ** k for k, c in enumerate(widths))
+    dec = model.first_stage_model.decoder
+    prior = 4 * dec.conv_in.out_channels * out_px / 64 * 4
+    lr_maps = 5 * dec.head.out_channels * lr_px
+    return int(12 * lr_px * batch + batch * max(cond, lr_maps + prior) * itemsize)
+
+
+def block_side(model: E2DiffSR, device: torch.device, groups: int, ram_budget: float | None = None) -> int:
+    """Output pixels a side of the bounded engine's CondNet blocks (engine_bounded.encode_blocks): as large as
+    the tile budget holds (its maps: about six of the widest level's, fp32), 256 to 2048, a multiple of 64."""
+    budget = _cuda_budget(device) if device.type == "cuda" else tile_budget(ram_budget)
+    per_px = 6 * 4 * model.cond_stage_model.conv_in.out_channels * max(1, groups)
+    side = int(math.sqrt(budget / per_px)) // 64 * 64
+    return min(2048, max(256, side))
+
+
+def parse_memory(text) -> int:
+    """``--memory``: bytes from '512M', '4G', '1.5G', '2048K' or a number of bytes; a clear error otherwise."""
+    from ..errors import E2DiffSRError
+
+    units = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    raw = str(text).strip().upper().removesuffix("IB").removesuffix("B") if str(text).strip() else ""
+    unit = raw[-1:] if raw[-1:] in units and raw[-1:] else ""
+    try:
+        value = float(raw[:-1] if unit else raw) * units[unit]
+    except ValueError:
+        value = -1.0
+    if not value >= 64 << 20 or value != value or value == float("inf"):
+        raise E2DiffSRError(f"--memory {text}: give a size of at least 64M, e.g. 512M or 4G")
+    return int(value)
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -49,6 +49,10 @@ class RunPlan:
     window: int                                 # UNet window side (output pixels)
     out_rows: tuple[int, int] | None = None     # decode only these output rows (one rank's part)
     temperature: float = 1.0                    # multiplies the diffusion's noise (rules.check_temperature)
+    # On an input extended beyond its edges (:meth:`bordered`): the image's own mapping, and where the image
+    # lies in the model's grids (output row, column, LR row, column); tiles, rows and writes are the image's.
+    image: GridMap | None = None
+    origin: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @classmethod
     def build(cls, lr_size, scale: float, *, tile: int, window: int, out_size=None, grid: GridMap | None = None,
@@ -69,6 +73,19 @@ class RunPlan:
                    None if out_rows is None else (int(out_rows[0]), int(out_rows[1])),
                    rules.check_temperature(temperature, samples))
 
+    def bordered(self, m: int) -> RunPlan:
+        """The plan of the model's run on the input extended by ``m`` LR pixels on every side: its grid is the
+        extended one (gridmap.GridMap.bordered), while its tiles, rows and results stay the image's."""
+        if m <= 0 or self.image is not None:
+            return self
+        grid, (oy, ox) = self.grid.bordered(m)
+        return replace(self, grid=grid, image=self.grid, origin=(oy, ox, m, m))
+
+    @property
+    def image_grid(self) -> GridMap:
+        """The mapping of the image the results belong to (the grid itself without a border)."""
+        return self.grid if self.image is None else self.image
+
     def smaller(self) -> RunPlan:
         """The same run with tiles and windows halved (after running out of memory)."""
         return replace(self, tile=max(64, self.tile // 2 // LATENT * LATENT), window=max(256, self.window // 2))
@@ -88,18 +105,19 @@ class RunPlan:
 
     @property
     def row_starts(self) -> list[int]:
-        return tile_starts(self.out_size[0], self.tile)
+        """The image's tile rows (its own coordinates)."""
+        return tile_starts(self.image_grid.out_size[0], self.tile)
 
     @property
     def col_starts(self) -> list[int]:
-        return tile_starts(self.out_size[1], self.tile)
+        return tile_starts(self.image_grid.out_size[1], self.tile)
 
     def tiles(self) -> list[tuple[int, int, int, int]]:
-        """Output tiles (y0, y1, x0, x1) in row order, cut to ``out_rows`` when given."""
-        W = self.out_size[1]
-        cols = [(x, min(W, x + self.tile)) for x in self.col_starts]
-        return [(y0, y1, x0, x1) for y0, y1 in row_spans(self.out_size[0], self.tile, self.out_rows)
-                for x0, x1 in cols]
+        """Output tiles (y0, y1, x0, x1) of the image in row order, cut to ``out_rows`` when given, in the
+        model's output grid (shifted by the border's output pixels on an extended input)."""
+        (H, W), (oy, ox) = self.image_grid.out_size, self.origin[:2]
+        cols = [(ox + x, ox + min(W, x + self.tile)) for x in tile_starts(W, self.tile)]
+        return [(oy + y0, oy + y1, x0, x1) for y0, y1 in row_spans(H, self.tile, self.out_rows) for x0, x1 in cols]
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ class Streamer:
                  cancel: Callable[[], bool] | None = None, tick: Callable[[], None] | None = None):
         self.store, self.band_px, self.autocast = store, int(band_px), autocast
         self.cancel, self.tick = cancel, tick
+        # None: whole-image statistics; otherwise the bounded engine's record or replay of them
+        # (engine_bounded.StatsBook): start(groups, shape) -> moments, finish(moments) -> moments
+        self.stats = None
 
     def rows(self, height: int, width: int) -> int:
         return max(1, min(height, max(8, self.band_px // max(1, width))))
@@ -72,7 +75,9 @@ class Streamer:
         map in the store's dtype unless ``dtype`` is given."""
         n, c, h, w = shape
         out = self.store.canvas(n, c, h, w, dtype)
-        moments = Moments(groups) if groups else None
+        moments = None
+        if groups:
+            moments = Moments(groups) if self.stats is None else self.stats.start(groups, shape)
         step = self.rows(h, w)
         for a in range(0, h, step):
             if self.cancel is not None and self.cancel():
@@ -81,7 +86,9 @@ class Streamer:
             y = band(a, b)
             out.write(a, y)
             if moments is not None:
-                moments.add(y)
+                moments.add(y, a)
+        if moments is not None and self.stats is not None:
+            moments = self.stats.finish(moments)
         if self.tick is not None:
             self.tick()
         return out, moments

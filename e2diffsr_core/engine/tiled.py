@@ -15,24 +15,36 @@ of the memory budget (device), never by the raster's area.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..errors import E2DiffSRError
-from ..gridmap import GridMap
+from ..gridmap import GridMap, mirror
 from ..model import E2DiffSR, Geometry
+from .bounded import (
+    LocalFeatures,
+    decoder_stats,
+    encode_blocks,
+    encoder_stats,
+    local_streamer,
+    sample_bytes,
+)
 from .canvas import Canvas, Store
-from .consistency import PASSES
+from .consistency import GUARD, PASSES, halo
 from .decode import bicubic_rows, run_lr_features
 from .device import (
     auto_tile,
     autocast_dtype,
+    block_side,
+    exact_bytes,
     feature_budget,
     is_oom,
     reused_memory,
     set_cpu_threads,
+    tile_budget,
     windows_per_call,
 )
 from .latent import (
@@ -50,8 +62,13 @@ from .plan import Reader, RunIO, RunPlan, Writer, tile_starts
 from .stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
 from .tiles import TileDecoder
 
+# Bytes of one latent map beyond which engine_latent.LatentCanvas keeps it in a temporary file (its default).
+LATENT_LIMIT = 256 << 20
 # Phase weights for progress reporting (CondNet, diffusion, decoder), roughly their share of the work.
 PHASES = (0.3, 0.1, 0.6)
+# LR pixels by which a corrected run extends the input beyond each edge (by reflection), so that the model
+# computes the raster's outer pixels as it computes inner ones (docs/design.md, "Raster borders").
+BORDER = 8
 
 
 @dataclass
@@ -70,19 +87,29 @@ class TiledSR:
     """Run ``model`` over an image of any size read and written through callbacks (:class:`RunIO`).
 
     ``tile`` bounds the working set (output tiles of tile x tile pixels, bands of about as many pixels; 0:
-    from free memory); ``consistency`` back-projects every tile onto the input (``passes`` passes).
+    from free memory); ``consistency`` back-projects every tile onto the input (``passes`` passes);
+    ``guard`` keeps every pixel within the range of the guard x guard input pixels around it (2 or 3, 0: off;
+    None: consistency.GUARD with the correction, 0 without); ``border`` extends the input by that many LR
+    pixels beyond each edge by reflection and crops the output back (None: BORDER with the correction, 0
+    without: the model's own output is the whole-image pass of the authors' code).
     ``window_batch``: UNet windows per call (0: device.windows_per_call); ``compile``: the UNet through
     ``torch.compile`` (its windows all have one shape; on CUDA as CUDA graphs), falling back to the module
-    itself, with a log line, where compilation fails.
+    itself, with a log line, where compilation fails. ``ram_budget``: the memory budget in bytes (``--memory``;
+    None: engine_device.default_memory); ``bounded``: None runs the exact whole-image engine while its feature
+    maps fit half the budget and the bounded one (engine_bounded) beyond, True / False force either.
     """
 
     def __init__(self, model: E2DiffSR, device: torch.device, *, tile: int = 0, overlap: int = 0,
                  precision: str = "auto", ram_budget: float | None = None,
                  workdir: str | None = None, diffusion_window: int = 0, consistency: bool = True,
-                 passes: int = PASSES, window_batch: int = 0, compile: bool = False):
+                 passes: int = PASSES, window_batch: int = 0, compile: bool = False, guard: int | None = None,
+                 border: int | None = None, bounded: bool | None = None):
         self.model = model
+        self.bounded = bounded
         # back-project every output tile onto the input (consistency); 0 passes: the model's own output
         self.passes = int(passes) if consistency else 0
+        self.guard = int(GUARD if consistency else 0) if guard is None else int(guard)
+        self.border = int(BORDER if consistency else 0) if border is None else int(border)
         self.device = device
         self.tile = int(tile)
         self.overlap = int(overlap)  # accepted for compatibility: output tiles are exact and need none
@@ -149,13 +176,41 @@ class TiledSR:
 
     def _store(self, tile: int) -> Store:
         """Where this run's whole-image feature maps live (device.feature_budget)."""
-        return Store(self.device, feature_budget(self.device, self.ram_budget, tile if self.tile else 0),
-                     self.workdir, self.map_dtype)
+        return Store(self.device, feature_budget(self.device, self.ram_budget), self.workdir, self.map_dtype)
+
+    def is_bounded(self, plan: RunPlan) -> bool:
+        """Whether ``plan`` runs the bounded engine: its whole-image maps would not fit half the budget."""
+        if self.bounded is not None:
+            return self.bounded
+        need = exact_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, self.map_dtype.itemsize)
+        return need > feature_budget(self.device, self.ram_budget)
+
+    def temporary_bytes(self, plan: RunPlan) -> int:
+        """Bytes of temporary files ``plan`` will hold at once at most: the latent chains beyond their memory
+        limit (latent.LatentCanvas: the step being blended and the one it reads), and feature maps that
+        do not fit half the memory budget (the exact engine's whole-image maps; the bounded one's CondNet
+        latent and its statistics sample)."""
+        (H, W), lat = plan.out_size, self.model.cfg.embed_dim
+        cells = (H // LATENT) * (W // LATENT)
+        chain = 2 * cells * 4 * (plan.batch * lat + 1) if plan.batch * lat * cells * 4 > LATENT_LIMIT else 0
+        share, item = feature_budget(self.device, self.ram_budget), self.map_dtype.itemsize
+        if not self.is_bounded(plan):
+            return chain + max(0, exact_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, item) - share)
+        cond = len(plan.groups) * lat * cells * 4
+        sample = sample_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, item)
+        return chain + (cond if cond > share else 0) + max(0, sample - share)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
+        bounded = self.is_bounded(plan)
+        if not bounded:  # the bounded engine samples its statistics on the raster itself, without a border
+            plan = plan.bordered(self.border)
+            io = replace(io, read=_mirrored(io.read, plan))
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
         if io.log:
-            io.log(f"{len(tiles)} output tile(s) of {plan.tile} px on {self.device}")
+            io.log(f"{len(tiles)} output tile(s) of {plan.tile} px on {self.device}"
+                   + (", bounded engine (statistics from a sample)" if bounded else ""))
+        if bounded:
+            return self._run_bounded(plan, io)
         dec = model.first_stage_model.decoder
         store = self._store(plan.tile)
         ticker = _Progress(io.progress, (encoder_passes(model.cond_stage_model),
@@ -179,9 +234,46 @@ class TiledSR:
             st.tick = lambda: ticker.step(2)
             feats = self._features(st, z0, lr, plan.grid, plan.samples)
             z0.close()
-            TileDecoder(st, model, feats, plan, io, passes=self.passes, device=self.device).run(
+            TileDecoder(st, model, feats, plan, io, passes=self.passes, device=self.device, guard=self.guard).run(
                 lambda: ticker.step(2))
         finally:
+            store.close()
+        return EngineResult(plan.image_grid.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
+                            plan.col_starts)
+
+    def _run_bounded(self, plan: RunPlan, io: RunIO) -> EngineResult:
+        """engine_bounded: statistics from the sample windows, CondNet by blocks, features per tile."""
+        model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
+        enc = model.cond_stage_model
+        grid, groups = plan.grid, plan.groups
+        block = block_side(model, self.device, len(groups), self.ram_budget)
+        blocks = -(-H // block) * -(-W // block)
+        ticker = _Progress(io.progress, (blocks + 1, diffusion_units(plan.out_size, plan.window,
+                                                                     model.cfg.timesteps), len(tiles) + 1))
+        store = self._store(plan.tile)
+        st = Streamer(store, plan.tile * plan.tile, self._autocast, io.cancel)
+        loc = local_streamer(store, self._autocast, io.cancel)
+        z0 = None
+        try:
+            book = encoder_stats(st, enc, io.read, grid, groups, self.device)
+            ticker.step(0)
+            cond = store.canvas(len(groups), enc.conv_out.out_channels, H // LATENT, W // LATENT, torch.float32)
+            encode_blocks(loc, enc, io.read, grid, groups, book, block=block, out=cond, tick=lambda: ticker.step(0))
+            z0 = diffuse(cond, plan, model=model, step=self._step, workdir=self.workdir,
+                         tick=lambda: ticker.step(1), cancel=io.cancel, per_call=self._windows_per_call(plan))
+            cond.free()
+            dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device)
+            ticker.step(2)
+            budget = tile_budget(self.ram_budget) if self.device.type == "cpu" else 1 << 30
+            margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
+            over = math.ceil((plan.tile + 2 * margin) * grid.lr_size[0] / H) + 24  # a tile's rows, with halos
+            feats = LocalFeatures(loc, model, z0, io.read, grid, groups, samples=plan.samples, book=dbook,
+                                  budget=budget, over=over)
+            TileDecoder(loc, model, feats, plan, io, passes=self.passes, device=self.device).run(
+                lambda: ticker.step(2))
+        finally:
+            if z0 is not None:
+                z0.close()
             store.close()
         return EngineResult(plan.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
                             plan.col_starts)
@@ -265,6 +357,24 @@ class CompiledUNet:
         return self.module(*args, **kwargs)
 
 
+def _mirrored(read: Reader, plan: RunPlan) -> Reader:
+    """The image's reader on the model's grid of a bordered plan: pixels beyond the image's edges are its own
+    pixels reflected about those edges (the edge pixel repeated), validity with them."""
+    if plan.image is None:
+        return read
+    (h, w), (_, _, my, mx) = plan.image.lr_size, plan.origin
+
+    def reflected(x, y, ww, hh):
+        rows, cols = mirror(np.arange(y, y + hh) - my, h), mirror(np.arange(x, x + ww) - mx, w)
+        r0, c0 = int(rows.min()), int(cols.min())
+        data, valid = read(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0)
+        if r0 == y - my and c0 == x - mx and data.shape[-2:] == (hh, ww):  # inside the image
+            return data, valid
+        return data[:, rows - r0][:, :, cols - c0], valid[np.ix_(rows - r0, cols - c0)]
+
+    return reflected
+
+
 class _Repeated:
     """A canvas seen ``times`` times along the batch (the LR of every sample)."""
 
@@ -299,10 +409,12 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
                        diffusion_window: int = 0, progress=None, cancel=None, consistency: bool = True,
                        passes: int = PASSES, correction_map: bool = False, grid: GridMap | None = None,
                        window_batch: int = 0, compile: bool = False, temperature: float | None = None,
+                       guard: int | None = None, border: int | None = None,
                        ) -> tuple[np.ndarray, np.ndarray | None, EngineResult]:
     """In-memory convenience: image [3, h, w] in [0, 1] -> (sr [3, H, W], std or None, plan); with
     ``correction_map`` the plan's ``correction`` holds the per band |correction| [3, H, W]; ``grid`` gives
-    the output its own grid (size grid.out_size), e.g. one aligned to another raster."""
+    the output its own grid (size grid.out_size), e.g. one aligned to another raster; ``guard`` and
+    ``border`` as :class:`TiledSR`'s."""
     from ..api import check_scale, resolve_device
 
     scale = check_scale(scale, model.cfg.max_scale)
@@ -310,7 +422,8 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
     model = model.to(dev).eval()
     C, h, w = image.shape
     engine = TiledSR(model, dev, tile=tile, overlap=overlap, precision=precision, diffusion_window=diffusion_window,
-                     consistency=consistency, passes=passes, window_batch=window_batch, compile=compile)
+                     consistency=consistency, passes=passes, window_batch=window_batch, compile=compile,
+                     guard=guard, border=border)
     plan = engine.plan((h, w), scale, out_size=None if grid is None else grid.out_size, grid=grid, channels=C,
                        samples=samples, seed=seed, temperature=temperature)
     H, W = plan.out_size
@@ -337,6 +450,6 @@ def superresolve_array(model: E2DiffSR, image: np.ndarray, scale: float, *, devi
 
 
 # The engine's public names, wherever they live.
-__all__ = ["DIFFUSION_WINDOW", "LATENT", "CompiledUNet", "EngineResult", "LatentCanvas", "NoiseField", "Reader",
-           "RunIO", "RunPlan", "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
+__all__ = ["BORDER", "DIFFUSION_WINDOW", "LATENT", "CompiledUNet", "EngineResult", "LatentCanvas", "NoiseField",
+           "Reader", "RunIO", "RunPlan", "Span", "TiledSR", "Writer", "auto_tile", "autocast_dtype", "plan_axis",
            "superresolve_array", "tile_starts"]

@@ -1,7 +1,8 @@
 """The last phase of the engine: the decoder's CSUM and bicubic skip on output tiles, each final at once.
 
 Tiles are exact (decode), so they need no overlap and no blending. With the consistency correction
-on, a tile is computed with the halo its back-projection needs (consistency) and cropped afterwards.
+on, a tile is computed with the halo its back-projection needs (consistency) and cropped afterwards; the
+guard (consistency.local_bounds) needs only the input pixels around the tile, so it keeps tiles exact too.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from .plan import RunIO, RunPlan
 
 
 class TileDecoder:
-    """Decodes the tiles of ``plan`` from the LR-grid features ``feats`` and hands them to ``io``."""
+    """Decodes the tiles of ``plan`` from the LR-grid features ``feats`` and hands them to ``io``.
 
-    def __init__(self, st, model, feats, plan: RunPlan, io: RunIO, *, passes: int, device: torch.device):
+    The model's grid may extend beyond the image (RunPlan.bordered): the CSUM runs on that grid, while the
+    correction, the guard, validity and writes are the image's own (its grid, its LR pixels), exactly as
+    without a border."""
+
+    def __init__(self, st, model, feats, plan: RunPlan, io: RunIO, *, passes: int, device: torch.device,
+                 guard: int = 0):
         self.st, self.feats, self.plan, self.io = st, feats, plan, io
         self.csum = model.first_stage_model.decoder.upsampler
-        self.passes, self.device = passes, device
-        grid = plan.grid
-        self.level_w = level_weights(self.csum, grid, feats.shape[0], device)
-        self.margin = halo(grid.lr_size, grid.out_size, passes, grid) if passes else 0
+        self.passes, self.guard, self.device = passes, guard, device
+        self.level_w = level_weights(self.csum, plan.grid, feats.shape[0], device)
+        image = plan.image_grid
+        self.margin = halo(image.lr_size, image.out_size, passes, image) if passes else 0
 
     def run(self, tick=None) -> None:
         for tile in self.plan.tiles():
@@ -34,10 +40,12 @@ class TileDecoder:
                 tick()
 
     def decode(self, tile: tuple[int, int, int, int]) -> None:
-        """One output tile (y0, y1, x0, x1): compute it with its halo, correct it, crop it, write it."""
-        plan, (H, W), m = self.plan, self.plan.out_size, self.margin
+        """One output tile (y0, y1, x0, x1) of the model's grid: compute it with its halo, correct it, crop it,
+        write it."""
+        plan, m, image = self.plan, self.margin, self.plan.image_grid
+        (H, W), (h, w), (oy, ox, my, mx) = image.out_size, image.lr_size, plan.origin
         y0, y1, x0, x1 = tile
-        ext = (max(0, y0 - m), min(H, y1 + m), max(0, x0 - m), min(W, x1 + m))
+        ext = (max(oy, y0 - m), min(oy + H, y1 + m), max(ox, x0 - m), min(ox + W, x1 + m))
         lx, ly, lw, lh = skip_window(ext, plan.grid)
         data, valid = self.io.read(lx, ly, lw, lh)
         lr01 = np.ascontiguousarray(data[np.array(plan.groups)], np.float32)  # [G, 3, lh, lw]
@@ -48,14 +56,18 @@ class TileDecoder:
         out = csum_tile(self.st, self.csum, self.feats, lr.repeat(plan.samples, 1, 1, 1), (ly, lx), ext,
                         plan.grid, self.level_w)
         out = (out.clamp(-1, 1) * 0.5 + 0.5).float().cpu().numpy()  # [S*G, 3, eh, ew]
+        # the image's own LR pixels in the window, and where the window lies in the image
+        iy, ix = (max(ly, my), min(ly + lh, my + h)), (max(lx, mx), min(lx + lw, mx + w))
+        inside = (slice(iy[0] - ly, iy[1] - ly), slice(ix[0] - lx, ix[1] - lx))
+        lr01, valid, lr_at = lr01[(Ellipsis, *inside)], valid[inside], (iy[0] - my, ix[0] - mx)
         delta = None
-        if self.passes:
-            where = Placement(plan.grid.lr_size, plan.grid.out_size, (ly, lx), (ext[0], ext[2]), plan.grid)
+        if self.passes or self.guard:
+            where = Placement(image.lr_size, image.out_size, lr_at, (ext[0] - oy, ext[2] - ox), image)
             out, delta = back_project(out, np.tile(lr01, (plan.samples, 1, 1, 1)), valid, self.passes, where,
-                                      self.device)
+                                      self.device, guard=self.guard)
         keep = (slice(None), slice(None), slice(y0 - ext[0], y1 - ext[0]), slice(x0 - ext[2], x1 - ext[2]))
-        ok = valid_out(valid, plan.grid, (ly, lx), (y0, x0), (y1 - y0, x1 - x0))
-        self._emit(x0, y0, out[keep], ok, None if delta is None else delta[keep])
+        ok = valid_out(valid, image, lr_at, (y0 - oy, x0 - ox), (y1 - y0, x1 - x0))
+        self._emit(x0 - ox, y0 - oy, out[keep], ok, None if delta is None else delta[keep])
 
     def _per_sample(self, out: np.ndarray) -> np.ndarray:
         """[S*G, 3, h, w] -> [S, C, h, w]: each sample's band groups put back together."""

@@ -5,8 +5,10 @@
 
 Protocol (reference README 1.1, 1.2): the HR image (uint8 RGB) is the target; LR = PIL bicubic to
 (int(W/s), int(H/s)); the model outputs the HR size; PSNR and SSIM on RGB uint8 with a border of ceil(s)
-removed. Each model gives two rows: its own output (raw) and the same output made consistent with the input
-(``--passes`` of back-projection, the raster tools' default); every row also says how well its output,
+removed. Each model gives two rows: its own output (raw, the authors' whole-image pass) and its output as the
+raster tools make it by default (the input extended by ``--border`` pixels by reflection, ``--passes`` of
+back-projection, within the ``--guard`` x ``--guard`` input range around each pixel); every row also says how
+well its output,
 reduced to the input grid the same way, reproduces the input. Also LPIPS and FID when their backbone
 weights are on disk, a high-frequency energy ratio (SR/HR, 1.0 ideal) and seconds per image. A bicubic row
 (PIL bicubic of the uint8 LR to the HR size) is always there.
@@ -26,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.consistency import PASSES, back_project
+from ..engine.consistency import GUARD, PASSES, back_project
 from ..errors import E2DiffSRError
+from ..gridmap import GridMap, mirror
 from ..model import Geometry
 from ..rules import check_temperature
 from .metrics import FIDMetric, LPIPSMetric, hf_ratio, psnr, ssim, to_uint8
@@ -47,29 +50,46 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
+from ..engine.tiled import BORDER  # noqa: E402  (the raster tools' border, one home)
+
+
 @torch.no_grad()
 def sample_to(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
-              temperature: float = 1.0) -> torch.Tensor:
+              temperature: float = 1.0, border: int = 0) -> torch.Tensor:
     """Model output [1, 3, H, W] in [-1, 1] at exactly the HR size (not int(h*s)), whole-image geometry;
-    ``temperature`` multiplies the diffusion's noise (1: the authors' sampling, 0: the tools' default)."""
-    lr = to_model(lr_u8)[None].to(device).contiguous(memory_format=torch.channels_last)
-    geo = Geometry.whole((lr.shape[2], lr.shape[3]), hr_size)
-    return model.sample(lr, geo, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    ``temperature`` multiplies the diffusion's noise (1: the authors' sampling, 0: the tools' default);
+    ``border`` > 0 runs the model on the input extended by that many pixels by reflection and crops its output
+    back, as the raster tools do (gridmap.GridMap.bordered)."""
+    lr = to_model(lr_u8)[None].to(device)
+    grid = GridMap.sized((lr.shape[2], lr.shape[3]), hr_size)
+    big, (oy, ox) = grid.bordered(border)
+    if border:
+        rows, cols = (torch.from_numpy(mirror(np.arange(-border, n + border), n)).to(device) for n in lr.shape[2:])
+        lr = lr.index_select(2, rows).index_select(3, cols)
+    geo = Geometry.whole(big.lr_size, big.out_size, big if border else None)
+    lr = lr.contiguous(memory_format=torch.channels_last)
+    out = model.sample(lr, geo, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    return out[:, :, oy:oy + hr_size[0], ox:ox + hr_size[1]]
 
 
-def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES) -> torch.Tensor:
-    """``out`` [1, 3, H, W] in [-1, 1] back-projected onto the LR (uint8 H x W x 3), as the raster tools do."""
+def consistent(out: torch.Tensor, lr_u8: np.ndarray, passes: int = PASSES, guard: int = GUARD) -> torch.Tensor:
+    """``out`` [1, 3, H, W] in [-1, 1] back-projected onto the LR (uint8 H x W x 3) within the local range of
+    its ``guard`` x ``guard`` input pixels (0: no guard), as the raster tools do."""
     sr01 = (out[0].float().clamp(-1, 1) * 0.5 + 0.5).cpu().numpy()
     lr01 = lr_u8.transpose(2, 0, 1).astype(np.float32) / 255.0
-    fixed, _ = back_project(sr01, lr01, passes=passes, device=out.device)
+    fixed, _ = back_project(sr01, lr01, passes=passes, device=out.device, guard=guard)
     return torch.from_numpy(fixed)[None] * 2 - 1
 
 
 def evaluator_output(model, lr_u8: np.ndarray, hr_size: tuple[int, int], seed: int, device,
-                     passes: int = 0, temperature: float = 1.0) -> np.ndarray:
-    """uint8 output at the HR size; ``passes`` > 0 makes it consistent with the input first."""
-    out = sample_to(model, lr_u8, hr_size, seed, device, temperature)
-    return to_uint8(consistent(out, lr_u8, passes) if passes else out)
+                     passes: int = 0, temperature: float = 1.0, *, guard: int = GUARD,
+                     border: int = BORDER) -> np.ndarray:
+    """uint8 output at the HR size: the model's own (``passes`` 0), or as the raster tools make it (the input
+    extended by ``border`` pixels, ``passes`` of back-projection within the local range of ``guard``)."""
+    if not passes:
+        return to_uint8(sample_to(model, lr_u8, hr_size, seed, device, temperature))
+    out = sample_to(model, lr_u8, hr_size, seed, device, temperature, border)
+    return to_uint8(consistent(out, lr_u8, passes, guard))
 
 
 def psnr_to_input(sr: np.ndarray, lr: np.ndarray) -> float:
@@ -98,14 +118,16 @@ def _timed(device, fn, *args):
     return result, time.perf_counter() - t
 
 
-def _model_outputs(nets, lr, hr_size, seed, device, passes, temperature):
-    """(method, uint8 output, seconds) of each model: raw, then made consistent (its time includes the raw's)."""
+def _model_outputs(nets, lr, hr_size, seed, device, run: EvalSettings):
+    """(method, uint8 output, seconds) of each model: raw, then as the tools make it (bordered, corrected)."""
     rows = []
     for name, net in nets:
-        out, sec = _timed(device, sample_to, net, lr, hr_size, seed, device, temperature)
+        out, sec = _timed(device, sample_to, net, lr, hr_size, seed, device, run.temperature)
         rows.append((name, to_uint8(out), sec))
-        if passes:
-            fixed, extra = _timed(device, consistent, out, lr, passes)
+        if run.passes:
+            if run.border:
+                out, sec = _timed(device, sample_to, net, lr, hr_size, seed, device, run.temperature, run.border)
+            fixed, extra = _timed(device, consistent, out, lr, run.passes, run.guard)
             rows.append((name + CONSISTENT, to_uint8(fixed), sec + extra))
     return rows
 
@@ -113,14 +135,17 @@ def _model_outputs(nets, lr, hr_size, seed, device, passes, temperature):
 @dataclass(frozen=True)
 class EvalSettings:
     """What every picture is evaluated with: the scales, the device, the noise seed of picture 0 (picture i
-    uses seed + i), the back-projection passes of the consistent rows (0: raw rows only) and the sampling
-    temperature (0, the command-line tools' default for one sample; 1, the authors' sampling)."""
+    uses seed + i), the back-projection passes of the consistent rows (0: raw rows only), the sampling
+    temperature (0, the command-line tools' default for one sample; 1, the authors' sampling), and the guard's
+    neighbourhood and the border of the consistent rows (the tools' defaults)."""
 
     scales: list[float]
     device: torch.device
     seed: int = 0
     passes: int = PASSES
     temperature: float = 0.0
+    guard: int = GUARD
+    border: int = BORDER
 
 
 def _finite_mean(values: list[float]) -> float | None:
@@ -173,7 +198,7 @@ def _score_picture(scores: Scores, hr: np.ndarray, nets, seed: int, run: EvalSet
         lr = make_lr(hr, s)
         t = time.perf_counter()
         outputs = [(BICUBIC, bicubic_pil(lr, (w, h)), time.perf_counter() - t)]
-        outputs += _model_outputs(nets, lr, (h, w), seed, run.device, run.passes, run.temperature)
+        outputs += _model_outputs(nets, lr, (h, w), seed, run.device, run)
         for name, sr, sec in outputs:
             scores.add(name, s, sr, sec, hr, lr)
     return skipped
@@ -181,11 +206,15 @@ def _score_picture(scores: Scores, hr: np.ndarray, nets, seed: int, run: EvalSet
 
 def evaluate(models: list[str], data, scales: list[float], *, split=None, subset: str = "test", device="cpu",
              seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
-             inception_weights=None, progress: bool = False, passes: int = PASSES, temperature: float = 0.0) -> dict:
+             inception_weights=None, progress: bool = False, passes: int = PASSES, temperature: float = 0.0,
+             guard: int = GUARD, border: int = BORDER) -> dict:
     """The report of ``models`` on the pictures of ``data`` (one ``subset`` of ``split``) at ``scales``."""
     from ..api import open_model, resolve_device
 
-    run = EvalSettings(scales, resolve_device(device), seed, passes, check_temperature(temperature))
+    if guard not in (0, 2, 3) or int(border) != border or border < 0:
+        raise E2DiffSRError(f"--guard is 0, 2 or 3 and --border a whole number >= 0, got {guard} and {border}")
+    run = EvalSettings(scales, resolve_device(device), seed, passes, check_temperature(temperature), guard,
+                       int(border))
     files = select_split(data, find_images(data), split, subset)[:max_images]
     names = _names(models)
     # channels last: the fast layout for convolutions, as the inference engine uses (1.3x on this CPU)
@@ -200,7 +229,7 @@ def evaluate(models: list[str], data, scales: list[float], *, split=None, subset
     return {
         "protocol": "HR uint8 RGB; LR = PIL bicubic to (int(W/s), int(H/s)); output at the HR size; "
                     "PSNR/SSIM on RGB uint8 with a border of ceil(s) removed",
-        "passes": passes, "temperature": run.temperature,
+        "passes": passes, "temperature": run.temperature, "guard": run.guard, "border": run.border,
         "data": Path(data).name, "subset": subset if split else "all", "images": len(files),
         "scales": scales, "seed": seed, "device": str(run.device), "methods": methods,
         "models": {n: Path(p).name for n, p in zip(names, models)},
@@ -241,8 +270,12 @@ def markdown(report: dict) -> str:
             "uint8) against the input, mean / lowest picture", ""]
     out += table(lambda r: "-" if r is None else f"{r['psnr_lr']:.2f} / {r['psnr_lr_min']:.2f}")
     if report.get("passes"):
-        out += ["", f"\"{CONSISTENT.strip()}\": the model's output back-projected onto the input, "
-                f"{report['passes']} passes (the raster tools' default)."]
+        guard, border = report.get("guard", 0), report.get("border", 0)
+        out += ["", f"\"{CONSISTENT.strip()}\": the model's output as the raster tools make it: "
+                + (f"the input extended by {border} px by reflection, " if border else "")
+                + f"back-projected onto the input, {report['passes']} passes"
+                + (f", within the range of the {guard} x {guard} input pixels around each pixel" if guard else "")
+                + "."]
     if report["skipped"]:
         out += ["", f"Skipped (no LR pixels): {', '.join(report['skipped'])}"]
     out += ["", f"Device {report['device']}, seed {report['seed']}.", ""]
@@ -274,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, help="evaluate only the first N images")
     p.add_argument("--passes", type=int, default=PASSES,
                    help=f"back-projection passes of the consistent rows (default {PASSES}; 0: raw rows only)")
+    p.add_argument("--guard", type=int, default=GUARD, choices=(0, 2, 3),
+                   help=f"consistent rows: keep each pixel within the range of the N x N input pixels around it "
+                        f"(default {GUARD}, as the raster tools; 0: off)")
+    p.add_argument("--border", type=int, default=BORDER,
+                   help=f"consistent rows: extend the input by N pixels by reflection for the model (default "
+                        f"{BORDER}, as the raster tools; 0: off)")
     p.add_argument("--temperature", type=float, default=0.0,
                    help="sampling temperature, 0 to 1 (default 0, as the command-line tools for one sample; "
                         "1: the authors' sampling)")
@@ -290,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.model, args.data, parse_scales(args.scales), split=args.split, subset=args.subset,
                           device=args.device, seed=args.seed, max_images=args.max_images, lpips_net=args.lpips_net,
                           lpips_weights=args.lpips_weights, inception_weights=args.inception_weights, progress=True,
-                          passes=args.passes, temperature=args.temperature)
+                          passes=args.passes, temperature=args.temperature, guard=args.guard, border=args.border)
         js, md = write_report(report, args.out)
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from osgeo import gdal
 
+from ..engine.device import default_memory
 from ..errors import Cancelled, E2DiffSRError
 from . import plan
 
@@ -63,7 +64,10 @@ def plan_raster(job: dict, options: dict, model: dict, ranks, overwrite: bool) -
         return {"error": str(exc)}
     except OSError as exc:
         return {"error": f"cannot create {parts_folder(out)} ({exc.strerror}); choose another --out-dir"}
-    return {"fp": fp, "tile": tile, "parts": part_rows(height, tile, ranks.world)}
+    # one memory budget for every rank (the default resolved here and divided between the ranks), so that all
+    # ranks choose the same engine (exact or bounded) and compute the same pixels
+    memory = options.get("memory") or default_memory() // max(1, ranks.world)
+    return {"fp": fp, "tile": tile, "memory": memory, "parts": part_rows(height, tile, ranks.world)}
 
 
 def _intact(output: str) -> bool:
@@ -98,7 +102,8 @@ def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: b
             _check_vrt_output(out, reader.files, overwrite)
         groups = len(reader.groups())
     dev = resolve_device(device)
-    engine = TiledSR(open_model(options["model"], dev), dev, tile=check_tile(options["tile"]), precision="fp32")
+    engine = TiledSR(open_model(options["model"], dev), dev, tile=check_tile(options["tile"]), precision="fp32",
+                     ram_budget=options.get("memory"))
     return out_h, engine.plan_sizes(scale, groups * options["samples"])[0]
 
 
@@ -141,7 +146,8 @@ def run_part(job: dict, todo: dict, options: dict, ranks, log) -> dict:
     from ..raster import superresolve_raster
 
     # parts of a COG are plain GeoTIFFs: the creation options are the COG's, used when rank 0 joins them
-    part_options = {**options, "tile": todo["tile"], "cog": False, "overwrite": True,  # only ever a part
+    part_options = {**options, "tile": todo["tile"], "memory": todo["memory"], "cog": False,
+                    "overwrite": True,  # only ever a part
                     "creation_options": [] if options["cog"] else options["creation_options"]}
     try:
         info = superresolve_raster(job["input"], path, device=ranks.device, log=log, rows=rows, **part_options)
