@@ -7,17 +7,23 @@ latent's 8-pixel cells, over the input window those pixels read plus a margin; o
 statistics then come from the computed box instead of the whole raster, so a piece agrees with the matching
 window of a whole run closely (tests: >= 40 dB) but not bit for bit; an area that needs the whole output runs
 as the whole-layer run and gives its pixels exactly.
+
+Boxes live on the whole run's *bordered* grid (the input extended by ``engine.tiled.BORDER`` LR pixels by
+reflection, docs/design.md "Raster borders"): where an area meets the raster's edge its computed box takes
+the reflected border exactly as the whole run does; inside, its margin is real pixels. ``computed`` and
+``lr`` are kept in the image's own pixels, so they reach below 0 or beyond the raster at a border.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from .engine.plan import RunPlan
+from .engine.tiled import BORDER
 from .errors import E2DiffSRError
 from .gridmap import AxisMap, GridMap
 from .raster_io.align import Alignment
@@ -39,20 +45,28 @@ class AreaPlan(RunPlan):
     keep: tuple[int, int, int, int] = (0, 0, 0, 0)
     touches: Callable[[tuple[int, int, int, int]], bool] | None = None
     latent_origin: tuple[int, int] = (0, 0)  # the computed box's first latent cell in the whole run's latent
+    whole_origin: tuple[int, int] = (0, 0)     # the whole output's first pixel (row, column) in the computed box
 
     def all_tiles(self) -> list[tuple[int, int, int, int]]:
+        """The whole layer's output tiles (of ``tile`` px from its first pixel, at ``whole_origin`` in the
+        computed box) cut to ``keep``: the pieces a whole run would compute there."""
         ky0, ky1, kx0, kx1 = self.keep
-        cut = [(max(y0, ky0), min(y1, ky1), max(x0, kx0), min(x1, kx1)) for y0, y1, x0, x1 in super().tiles()]
-        return [t for t in cut if t[0] < t[1] and t[2] < t[3]]
+        (oy, ox), T = self.whole_origin, self.tile
+
+        def spans(o, k0, k1):
+            first = o + (k0 - o) // T * T
+            return [(max(a, k0), min(a + T, k1)) for a in range(first, k1, T)]
+
+        return [(y0, y1, x0, x1) for y0, y1 in spans(oy, ky0, ky1) for x0, x1 in spans(ox, kx0, kx1)]
 
     def tiles(self) -> list[tuple[int, int, int, int]]:
         tiles = self.all_tiles()
         return tiles if self.touches is None else [t for t in tiles if self.touches(t)]
 
     @classmethod
-    def of(cls, plan: RunPlan, keep, touches, latent_origin=(0, 0)) -> AreaPlan:
+    def of(cls, plan: RunPlan, keep, touches, latent_origin=(0, 0), whole_origin=(0, 0)) -> AreaPlan:
         return cls(**{f.name: getattr(plan, f.name) for f in fields(RunPlan)}, keep=keep, touches=touches,
-                   latent_origin=latent_origin)
+                   latent_origin=latent_origin, whole_origin=whole_origin)
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,11 @@ class Area:
     alignment: Alignment | None       # the writer's: the box's geotransform and its pixels on the input
     polygons: Polygons | None
     box_gt: tuple
+    border_out: tuple[int, int] = (0, 0)  # output pixels (rows, columns) the border adds before the image
+    # the raster's own pixels in the computed box: their mapping, and where they start in it (output row,
+    # column, LR row, column; RunPlan.origin)
+    image_grid: GridMap | None = None
+    image_origin: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -84,9 +103,13 @@ class Area:
             y0, y1 = y0 + rows[0], min(y1, y0 + rows[1])
         return y0 - cy, y1 - cy, x0 - cx, x1 - cx
 
+    def whole_origin(self) -> tuple[int, int]:
+        """The whole output's first pixel (row, column) in the computed box's pixels."""
+        return -self.computed[1], -self.computed[0]
+
     def to_box(self, x: int, y: int) -> tuple[int, int]:
-        """Engine (computed box) pixel -> the output's pixel."""
-        return x + self.computed[0] - self.box[0], y + self.computed[1] - self.box[1]
+        """A written pixel (of the raster's part of the computed box) -> the output's pixel."""
+        return x + max(0, self.computed[0]) - self.box[0], y + max(0, self.computed[1]) - self.box[1]
 
     def ground(self, x: int, y: int, w: int, h: int) -> tuple:
         """Geotransform of the output window (x, y, w, h)."""
@@ -96,7 +119,7 @@ class Area:
     def touches(self, tile) -> bool:
         """Does the engine tile (y0, y1, x0, x1 of the computed box) meet a polygon?"""
         y0, y1, x0, x1 = tile
-        bx, by = self.to_box(x0, y0)
+        bx, by = x0 + self.computed[0] - self.box[0], y0 + self.computed[1] - self.box[1]
         gt = self.ground(bx, by, x1 - x0, y1 - y0)
         xs = (gt[0], gt[0] + (x1 - x0) * gt[1])
         ys = (gt[3], gt[3] + (y1 - y0) * gt[5])
@@ -107,21 +130,25 @@ class Area:
         return None if self.polygons is None else self.polygons.inside(self.ground(x, y, w, h), w, h)
 
     def read(self, read):
-        """The engine's reader on the input window, from ``read`` on the whole input."""
-        lx, ly = self.lr[0], self.lr[1]
+        """The engine's reader on the raster's part of the input window (the engine reflects it beyond the
+        raster's edges, RunPlan.origin), from ``read`` on the whole input."""
+        lx, ly = max(0, self.lr[0]), max(0, self.lr[1])
         return lambda x, y, w, h: read(x + lx, y + ly, w, h)
 
 
-def _axis(g: AxisMap, b0: int, b1: int) -> tuple[tuple[int, int], tuple[int, int], AxisMap]:
-    """(computed span, input span, engine axis) of output pixels [b0, b1) along one axis of the whole grid."""
+def _axis(g: AxisMap, b0: int, b1: int, m: int, M: int):
+    """Output pixels [b0, b1) along one axis of the whole grid ``g``, on its extension by ``m`` LR (``M``
+    output) pixels a side: (computed span, input span) in the image's own pixels (reaching beyond it at a
+    border), the engine's axis on the computed box, and the image's part of the box (its axis, and its first
+    output and LR pixel in the box)."""
+    big, b0, b1 = g.bordered(m)[0], b0 + M, b1 + M
     c0 = max(0, (b0 - MARGIN_OUT) // LATENT * LATENT)
-    c1 = min(g.n_out, -(-(b1 + MARGIN_OUT) // LATENT) * LATENT)
-    if c0 == 0 and c1 == g.n_out:
-        return (0, g.n_out), (0, g.n_lr), g
-    lo, hi = g.span(c0, c1, MARGIN_LR)
-    return (c0, c1), (lo, hi), AxisMap(hi - lo, c1 - c0, g.ratio, g.shift + c0 * g.ratio - lo)
-
-
+    c1 = min(big.n_out, -(-(b1 + MARGIN_OUT) // LATENT) * LATENT)
+    lo, hi = (0, big.n_lr) if (c0, c1) == (0, big.n_out) else big.span(c0, c1, MARGIN_LR)
+    engine = big.window(c0, c1, lo, hi)
+    (c0, c1), (lo, hi) = (c0 - M, c1 - M), (lo - m, hi - m)  # the image's own pixels from here on
+    i0, i1, j0, j1 = max(0, c0), min(g.n_out, c1), max(0, lo), min(g.n_lr, hi)
+    return (c0, c1), (lo, hi), engine, (g.window(i0, i1, j0, j1), i0 - c0, j0 - lo)
 def _box_axis(g: AxisMap, b0: int, b1: int) -> AxisMap:
     """The output box's pixels on the whole input (for the writer's masks and carried values)."""
     if b0 == 0 and b1 == g.n_out:
@@ -148,8 +175,9 @@ def plan_area(reader, opts: AreaOptions, out_w: int, out_h: int, alignment: Alig
         what = "--extent"
     x0, y0, x1, y1 = output_box(bounds, gt, out_w, out_h, what)
     grid = alignment.grid if alignment is not None else GridMap.sized((reader.height, reader.width), (out_h, out_w))
-    (cx0, cx1), (lx0, lx1), ex = _axis(grid.x, x0, x1)
-    (cy0, cy1), (ly0, ly1), ey = _axis(grid.y, y0, y1)
+    my, mx = grid.bordered(BORDER)[1]
+    (cx0, cx1), (lx0, lx1), ex, ix = _axis(grid.x, x0, x1, BORDER, mx)
+    (cy0, cy1), (ly0, ly1), ey, iy = _axis(grid.y, y0, y1, BORDER, my)
     whole = (x0, y0, x1, y1) == (0, 0, out_w, out_h)
     writer = alignment if whole else Alignment(
         x1 - x0, y1 - y0, (gt[0] + x0 * gt[1], gt[1], 0.0, gt[3] + y0 * gt[5], 0.0, gt[5]),
@@ -160,9 +188,11 @@ def plan_area(reader, opts: AreaOptions, out_w: int, out_h: int, alignment: Alig
             raise E2DiffSRError(f"the mask's polygons do not overlap the raster ({fmt(b)} in its CRS); choose "
                                 "polygons over the raster")
     area = Area((x0, y0, x1, y1), (cx0, cy0, cx1, cy1), (lx0, ly0, lx1, ly1), GridMap(ey, ex), writer, polygons,
-                (gt[0] + x0 * gt[1], gt[1], 0.0, gt[3] + y0 * gt[5], 0.0, gt[5]))
+                (gt[0] + x0 * gt[1], gt[1], 0.0, gt[3] + y0 * gt[5], 0.0, gt[5]), (my, mx),
+                GridMap(iy[0], ix[0]), (iy[1], ix[1], iy[2], ix[2]))
     log(f"area: output pixels {x0}..{x1} x {y0}..{y1} of the whole layer's {out_w} x {out_h} ({x1 - x0} x "
-        f"{y1 - y0} px), computed from input pixels {lx0}..{lx1} x {ly0}..{ly1}")
+        f"{y1 - y0} px), computed from input pixels {max(0, lx0)}..{min(reader.width, lx1)} x {max(0, ly0)}.."
+        f"{min(reader.height, ly1)}")
     return area
 
 
@@ -185,8 +215,10 @@ def plan_tiles(engine, area: Area, scale: float, rows, **plan) -> AreaPlan:
     lx0, ly0, lx1, ly1 = area.lr
     base = engine.plan((ly1 - ly0, lx1 - lx0), scale, out_size=(cy1 - cy0, cx1 - cx0), grid=area.engine_grid,
                        out_rows=None, **plan)
+    by, bx = area.border_out
+    base = replace(base, image=area.image_grid, origin=area.image_origin)
     return AreaPlan.of(base, area.keep(rows), area.touches if area.polygons is not None else None,
-                       (cy0 // LATENT, cx0 // LATENT))
+                       ((cy0 + by) // LATENT, (cx0 + bx) // LATENT), area.whole_origin())
 
 
 def skipped(plan: AreaPlan) -> int:

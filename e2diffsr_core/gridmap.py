@@ -66,6 +66,12 @@ class AxisMap:
         hi = math.floor(self.centre(o1 - 1)) + 1 + margin
         return max(0, lo), min(self.n_lr, hi)
 
+    def window(self, o0: int, o1: int, l0: int, l1: int) -> AxisMap:
+        """This mapping restricted to output pixels [o0, o1) over LR pixels [l0, l1) (itself when whole)."""
+        if (o0, o1, l0, l1) == (0, self.n_out, 0, self.n_lr):
+            return self
+        return AxisMap(l1 - l0, o1 - o0, self.ratio, self.shift + o0 * self.ratio - l0)
+
     def to_lr(self) -> tuple[float | None, float]:
         """(output pixels per LR pixel, offset) of the reduction onto the LR grid: LR pixel j is centred on
         output position (j + 0.5) * ratio + offset (pixel-edge units); (None, 0.0) for the sizes' own ratio."""

@@ -16,6 +16,7 @@ from osgeo import gdal
 from .api import open_model, resolve_device
 from .area_run import area_nodata, plan_area, plan_tiles, skipped
 from .engine import RunIO, TiledSR
+from .engine.tiled import BORDER
 from .errors import E2DiffSRError
 from .raster_io import RasterReader, RasterWriter, size_for_gdal
 from .raster_io.align import Alignment
@@ -177,8 +178,9 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
             engine = TiledSR(net, dev, tile=req.tile, precision=req.precision, ram_budget=req.memory,
                              workdir=writers["output"].run_folder, consistency=not req.raw, compile=req.compile,
                              guard=None if req.guard else 0,
-                             # an area's computed box has real pixels around it (area_run.MARGIN_LR), not a border
-                             border=0 if area is not None else None)
+                             # the model sees the input extended beyond its edges, raw runs too; an area's
+                             # computed box lies on that extended grid already (area_run.py)
+                             border=0 if area is not None else BORDER)
             plan = _plan(engine, req, reader, scale, (out_w, out_h, alignment), area)
             _check_temporary_space(engine, plan, writers["output"].run_folder, log)
             model_desc = _describe_model(req.model, net)

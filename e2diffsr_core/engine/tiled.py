@@ -182,6 +182,7 @@ class TiledSR:
         """Whether ``plan`` runs the bounded engine: its whole-image maps would not fit half the budget."""
         if self.bounded is not None:
             return self.bounded
+        plan = plan.bordered(self.border)
         need = exact_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, self.map_dtype.itemsize)
         return need > feature_budget(self.device, self.ram_budget)
 
@@ -190,6 +191,7 @@ class TiledSR:
         limit (latent.LatentCanvas: the step being blended and the one it reads), and feature maps that
         do not fit half the memory budget (the exact engine's whole-image maps; the bounded one's CondNet
         latent and its statistics sample)."""
+        plan = plan.bordered(self.border)
         (H, W), lat = plan.out_size, self.model.cfg.embed_dim
         cells = (H // LATENT) * (W // LATENT)
         chain = 2 * cells * 4 * (plan.batch * lat + 1) if plan.batch * lat * cells * 4 > LATENT_LIMIT else 0
@@ -202,9 +204,8 @@ class TiledSR:
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
         bounded = self.is_bounded(plan)
-        if not bounded:  # the bounded engine samples its statistics on the raster itself, without a border
-            plan = plan.bordered(self.border)
-            io = replace(io, read=_mirrored(io.read, plan))
+        plan = plan.bordered(self.border)
+        io = replace(io, read=_mirrored(io.read, plan))
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
         if io.log:
             io.log(f"{len(tiles)} output tile(s) of {plan.tile} px on {self.device}"
@@ -269,13 +270,13 @@ class TiledSR:
             over = math.ceil((plan.tile + 2 * margin) * grid.lr_size[0] / H) + 24  # a tile's rows, with halos
             feats = LocalFeatures(loc, model, z0, io.read, grid, groups, samples=plan.samples, book=dbook,
                                   budget=budget, over=over)
-            TileDecoder(loc, model, feats, plan, io, passes=self.passes, device=self.device).run(
+            TileDecoder(loc, model, feats, plan, io, passes=self.passes, device=self.device, guard=self.guard).run(
                 lambda: ticker.step(2))
         finally:
             if z0 is not None:
                 z0.close()
             store.close()
-        return EngineResult(plan.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
+        return EngineResult(plan.image_grid.out_size, plan.tile, 0, str(self.device), len(tiles), plan.row_starts,
                             plan.col_starts)
 
     def _windows_per_call(self, plan: RunPlan) -> int:
@@ -357,22 +358,28 @@ class CompiledUNet:
         return self.module(*args, **kwargs)
 
 
-def _mirrored(read: Reader, plan: RunPlan) -> Reader:
-    """The image's reader on the model's grid of a bordered plan: pixels beyond the image's edges are its own
-    pixels reflected about those edges (the edge pixel repeated), validity with them."""
-    if plan.image is None:
-        return read
-    (h, w), (_, _, my, mx) = plan.image.lr_size, plan.origin
+def reflecting(read: Reader, size: tuple[int, int]) -> Reader:
+    """``read`` on an image of ``size`` (h, w) extended without end: a window reaching beyond the image's edges
+    gets the image's own pixels reflected about those edges (the edge pixel repeated), validity with them."""
+    h, w = size
 
     def reflected(x, y, ww, hh):
-        rows, cols = mirror(np.arange(y, y + hh) - my, h), mirror(np.arange(x, x + ww) - mx, w)
+        if x >= 0 and y >= 0 and x + ww <= w and y + hh <= h:  # inside the image
+            return read(x, y, ww, hh)
+        rows, cols = mirror(np.arange(y, y + hh), h), mirror(np.arange(x, x + ww), w)
         r0, c0 = int(rows.min()), int(cols.min())
         data, valid = read(c0, r0, int(cols.max()) + 1 - c0, int(rows.max()) + 1 - r0)
-        if r0 == y - my and c0 == x - mx and data.shape[-2:] == (hh, ww):  # inside the image
-            return data, valid
         return data[:, rows - r0][:, :, cols - c0], valid[np.ix_(rows - r0, cols - c0)]
 
     return reflected
+
+
+def _mirrored(read: Reader, plan: RunPlan) -> Reader:
+    """The image's reader on the model's grid of a bordered plan (:func:`reflecting`)."""
+    if plan.image is None:
+        return read
+    (_, _, my, mx), inner = plan.origin, reflecting(read, plan.image.lr_size)
+    return lambda x, y, ww, hh: inner(x - mx, y - my, ww, hh)
 
 
 class _Repeated:
