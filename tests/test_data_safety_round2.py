@@ -5,6 +5,10 @@ tiny model, then reads back what a user (or the next tool) would see.
 
 import functools
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -472,6 +476,52 @@ def test_a_resumed_batch_does_not_take_its_outputs_for_inputs(tmp_path, capsys, 
     assert rc == 0, out
     assert "0 done, 2 skipped, 0 failed" in out.out.replace("\n", " ") or "2 skipped" in out.out, out.out
     assert sorted(p.name for p in (survey / "sr").iterdir()) == first  # no output of an output
+
+
+@pytest.mark.parametrize("sig,procs", [(signal.SIGHUP, 1), (signal.SIGTERM, 1), (signal.SIGHUP, 2)])
+def test_a_batch_stopped_by_a_signal_leaves_no_run_folder(tmp_path, tiny_model_file, sig, procs):
+    from e2diffsr_core.raster_io import files
+
+    for name in ("one", "two"):
+        make(tmp_path / f"{name}.tif", base_texture(3, 160, 160, seed=len(name)).astype(np.uint8))
+    out = tmp_path / "sr"
+    proc = subprocess.Popen([sys.executable, "-m", "e2diffsr_core", "superresolve-batch", str(tmp_path / "one.tif"),
+                             str(tmp_path / "two.tif"), "--out-dir", str(out), "--scale", "4", "--tile", "128",
+                             "--model", str(tiny_model_file), "--quiet", "--procs", str(procs)],
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.is_dir() and any(n.startswith(files.RUN_PREFIX) for n in listing(out))):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
+    assert not [n for n in listing(out) if n.startswith(".")], listing(out)  # no run folder, no partial file
+
+
+def test_a_batch_on_ranks_of_its_own_ends_with_its_summary_and_status(tmp_path, tiny_model_file):
+    for name in ("one", "two", "three"):
+        make(tmp_path / f"{name}.tif", base_texture(3, 24, 32, seed=len(name)).astype(np.uint8))
+    (tmp_path / "broken.tif").write_bytes(b"II*\0 not a whole TIFF")
+    out = tmp_path / "sr"
+    run = subprocess.run([sys.executable, "-m", "e2diffsr_core", "superresolve-batch", str(tmp_path / "*.tif"),
+                          "--out-dir", str(out), "--scale", "2", "--model", str(tiny_model_file), "--quiet",
+                          "--procs", "2"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    text = run.stdout + run.stderr
+    assert run.returncode == 1, text  # one raster failed: the batch's own status, no launcher's
+    assert "3 done" in text and "1 failed" in text and "broken.tif" in text, text
+    assert "Traceback" not in text and "ChildFailedError" not in text
+    assert sorted(p.name for p in out.iterdir() if p.name != ".e2diffsr-batch") == ["one.tif", "three.tif", "two.tif"]
+    for name in ("one", "two", "three"):
+        assert gdal.Open(str(out / f"{name}.tif")).RasterXSize == 64
+
+
+def test_procs_under_torchrun_is_refused(tmp_path, capsys, monkeypatch, tiny_model_file):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rc = main(["superresolve-batch", str(tmp_path / "x.tif"), "--out-dir", str(tmp_path / "sr"), "--scale", "2",
+               "--procs", "2"])
+    one_error(rc, capsys.readouterr().err, "--procs starts the ranks itself")
 
 
 def test_one_consistency_map_for_several_rasters_is_refused(tmp_path, capsys, tiny_model_file):

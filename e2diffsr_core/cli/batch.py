@@ -49,12 +49,27 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads per process (default: all cores, split between the ranks of a machine); "
                         "results are identical for the same seed and the same number of threads")
+    p.add_argument("--procs", type=int, default=1, metavar="N",
+                   help="run N ranks on this machine without torchrun (each with its share of the cores or "
+                        "its own GPU), as torchrun --nproc_per_node=N would")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
+    import os
+
+    from ..errors import E2DiffSRError
     from ..scale_out.batch import run
 
+    if args.procs < 1:
+        raise E2DiffSRError(f"--procs must be 1 or more, got {args.procs}")
+    if args.procs > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise E2DiffSRError("--procs starts the ranks itself; under torchrun leave it out (torchrun's "
+                                "--nproc_per_node sets the number of ranks)")
+        from ..scale_out.launch import launch, without_procs
+
+        return launch(without_procs(args.argv), args.procs)
     return run(args)
 
 

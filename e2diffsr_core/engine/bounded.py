@@ -61,8 +61,10 @@ def lr_halo(dec) -> int:
     return 1 + sum(4 * len(fru.IMDB) + 1 for fru in dec.FRUList) if dec.sr_branch else 1
 
 
-def sample_windows(size: int, window: int, count: int = SAMPLE_WINDOWS, align: int = 1) -> list[int]:
-    """Starts of ``count`` windows of ``window`` pixels spread evenly over ``size`` (multiples of ``align``)."""
+def sample_windows(size: int, window: int, count: int | None = None, align: int = 1) -> list[int]:
+    """Starts of ``count`` (default SAMPLE_WINDOWS) windows of ``window`` pixels spread evenly over ``size``
+    (multiples of ``align``)."""
+    count = SAMPLE_WINDOWS if count is None else count
     if window >= size:
         return [0]
     last = (size - window) // align * align

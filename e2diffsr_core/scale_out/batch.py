@@ -20,7 +20,7 @@ import threading
 import time
 
 from ..api import check_scale
-from ..errors import Cancelled, E2DiffSRError
+from ..errors import Cancelled, E2DiffSRError, Stopped
 from . import plan
 
 # set per file, not taken from the command line as they are
@@ -134,26 +134,29 @@ def summarize(results: list[dict], ranks: int, seconds: float) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _terminate_as_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+def _stop(signum, _frame):
+    raise Stopped(signum, signal.Signals(signum).name)
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """torchrun stops the other ranks with SIGTERM when one fails: unwind as for Ctrl-C, so that the
-    raster being written leaves no temporary file behind."""
+def _signals_as_interrupt():
+    """SIGTERM (torchrun stops the other ranks with it when one fails) and SIGHUP (the terminal closed, which
+    under torchrun reaches every rank) unwind as Ctrl-C does, so that the raster being written leaves no
+    temporary file or run folder behind."""
     if threading.current_thread() is not threading.main_thread():  # only it may set a handler
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), _stop) for n in names}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def run(args) -> int:
-    with _sigterm_as_interrupt():
+    with _signals_as_interrupt():
         return _run_ranks(args)
 
 
@@ -188,10 +191,11 @@ def _run_ranks(args) -> int:
         if not ranks.is_main:
             return 0
         return summarize(sum(gathered, []), ranks.world, time.perf_counter() - t0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
-        print(f"interrupted{f' (rank {ranks.rank})' if ranks.world > 1 else ''}: complete outputs are kept; "
+        what = f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted"
+        print(f"{what}{f' (rank {ranks.rank})' if ranks.world > 1 else ''}: complete outputs are kept; "
               "run the same command again to finish the rest", file=sys.stderr, flush=True)
-        return 130
+        return 128 + exc.signum if isinstance(exc, Stopped) else 130
     finally:
         ranks.close(wait=not interrupted)  # an interrupted run may have lost a rank: nobody to wait for
