@@ -285,15 +285,21 @@ def test_sigterm_and_sighup_leave_nothing_behind(tmp_path, tiny_model_file, sig)
     proc = subprocess.Popen([sys.executable, "-m", "e2diffsr_core", "superresolve", src, str(tmp_path / "out.tif"),
                              "--scale", "4", "--tile", "128", "--model", str(tiny_model_file), "--quiet"],
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    stop_once_running(proc, tmp_path, sig)
+    assert listing(tmp_path) == ["in.tif"]
+
+
+def stop_once_running(proc, folder, sig):
+    """Send ``sig`` to ``proc`` a second after a run folder appeared in ``folder``; it must stop in one line."""
     deadline = time.time() + 120
-    while time.time() < deadline and not any(n.startswith(files.RUN_PREFIX) for n in listing(tmp_path)):
+    while time.time() < deadline and not (folder.is_dir() and any(n.startswith(files.RUN_PREFIX)
+                                                                  for n in listing(folder))):
         time.sleep(0.1)
     time.sleep(1.0)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
     assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
-    assert listing(tmp_path) == ["in.tif"]
 
 
 def test_leftovers_of_dead_runs_are_removed_and_live_runs_kept(tmp_path, tiny_model_file):

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal
 from raster_support import make_raster
-from test_data_safety import cli
+from test_data_safety import cli, stop_once_running
 from test_data_safety import one_error as base_one_error
 from test_data_safety import texture as base_texture
 
@@ -480,8 +479,6 @@ def test_a_resumed_batch_does_not_take_its_outputs_for_inputs(tmp_path, capsys, 
 
 @pytest.mark.parametrize("sig,procs", [(signal.SIGHUP, 1), (signal.SIGTERM, 1), (signal.SIGHUP, 2)])
 def test_a_batch_stopped_by_a_signal_leaves_no_run_folder(tmp_path, tiny_model_file, sig, procs):
-    from e2diffsr_core.raster_io import files
-
     for name in ("one", "two"):
         make(tmp_path / f"{name}.tif", base_texture(3, 160, 160, seed=len(name)).astype(np.uint8))
     out = tmp_path / "sr"
@@ -489,14 +486,7 @@ def test_a_batch_stopped_by_a_signal_leaves_no_run_folder(tmp_path, tiny_model_f
                              str(tmp_path / "two.tif"), "--out-dir", str(out), "--scale", "4", "--tile", "128",
                              "--model", str(tiny_model_file), "--quiet", "--procs", str(procs)],
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out.is_dir() and any(n.startswith(files.RUN_PREFIX) for n in listing(out))):
-        time.sleep(0.1)
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err
-    assert f"stopped by {signal.Signals(sig).name}" in err and "Traceback" not in err
+    stop_once_running(proc, out, sig)
     assert not [n for n in listing(out) if n.startswith(".")], listing(out)  # no run folder, no partial file
 
 
