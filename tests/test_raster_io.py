@@ -84,7 +84,7 @@ def test_uint16_round_trip_keeps_units(tmp_path):
 
 
 def test_byte_output_is_clipped_to_0_255(tmp_path):
-    arr = np.full((3, 16, 16), 128, dtype=np.uint8)
+    arr = np.tile(np.arange(256, dtype=np.uint8).reshape(16, 16), (3, 1, 1))  # the whole 0..255 in use
     src = make_raster(tmp_path / "in.tif", arr)
     with rio.RasterReader(src) as reader:
         assert [(r.lo, r.hi) for r in reader.ranges] == [(0.0, 255.0)] * 3
@@ -130,7 +130,7 @@ def test_valid_pixel_never_comes_out_as_nodata(tmp_path):
     arr = np.full((1, 8, 8), 50, dtype=np.uint8)
     arr[0, 0, 0] = 0
     src = make_raster(tmp_path / "in.tif", arr, nodata=0)
-    with rio.RasterReader(src) as reader:
+    with rio.RasterReader(src, ranges=[(0, 255)]) as reader:  # the model's 0 is the value 0
         w = rio.RasterWriter(str(tmp_path / "out.tif"), reader, 8, 8)
         valid = np.ones((8, 8), dtype=bool)
         valid[0, 0] = False
@@ -227,7 +227,7 @@ def test_one_band_grey_is_replicated_and_averaged_back(tmp_path):
 def test_selected_bands_in_given_order(tmp_path):
     arr = np.stack([np.full((6, 6), v, np.uint8) for v in (10, 20, 30, 40)])
     src = make_raster(tmp_path / "in.tif", arr, descriptions=["a", "b", "c", "d"])
-    with rio.RasterReader(src, bands=[4, 2]) as reader:
+    with rio.RasterReader(src, bands=[4, 2], ranges=[(0, 255)] * 2) as reader:
         assert reader.bands == [4, 2] and reader.band_count_total == 4
         data, _ = reader.read(0, 0, 6, 6)
         assert data[:, 0, 0] * 255 == pytest.approx([40, 20])
@@ -417,7 +417,7 @@ def test_abort_leaves_nothing_and_commit_makes_exactly_the_target(tmp_path):
     src = make_raster(tmp_path / "in.tif", np.zeros((3, 20, 20), np.uint8))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    with rio.RasterReader(src) as reader:
+    with rio.RasterReader(src, ranges=[(0, 255)] * 3) as reader:
         w = rio.RasterWriter(str(out_dir / "a.tif"), reader, 40, 40)
         # everything unfinished lives in one hidden run folder beside the target
         assert len(os.listdir(out_dir)) == 1 and os.listdir(out_dir)[0].startswith(".e2diffsr-run-")

@@ -104,7 +104,8 @@ def add_parser(sub) -> None:
     p.add_argument("--bands", type=_bands, help="bands to process, e.g. 1,2,3 (default all)")
     p.add_argument("--range", dest="ranges", type=_range, action="append",
                    help="value range LO,HI mapped to the model's 0..1, once per selected band "
-                        "(default: robust percentiles of each band; Byte: 0,255)")
+                        "(default: robust percentiles of each band; Byte: 0,255 unless the bands span under "
+                        "half of it)")
     p.add_argument("--tile", type=int, default=0, help="tile size in output pixels (default 0: automatic)")
     p.add_argument("--memory", type=_memory, metavar="SIZE",
                    help="memory the run may use, e.g. 512M or 4G (default: half the memory available); large "
