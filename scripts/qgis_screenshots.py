@@ -8,13 +8,25 @@ The plugin must be installed and enabled in the profile QGIS starts with, e.g. a
     unzip -q dist/e2diffsr_qgis.zip -d $QGIS_CUSTOM_CONFIG_PATH/profiles/default/python/plugins
     QT_QPA_PLATFORM=offscreen qgis_process.bin plugins enable e2diffsr_qgis
 
-Then run QGIS twice (here under a virtual screen), first with a QGIS Python that has no PyTorch, then with
-PyTorch from an existing environment (`E2DIFFSR_PYTHONPATH`, its site-packages folder):
+Then run QGIS twice, here under a virtual screen: first with QGIS's own Python, which has no PyTorch, then
+with PyTorch from a virtual environment (SITE: its site-packages folder, e.g.
+~/e2diffsr-venv/lib/python3.11/site-packages):
 
     export E2DIFFSR_SHOTS=docs/img E2DIFFSR_MODEL3=tests/data/superresolve_chain.model3
-    RUN="xvfb-run -a -s '-screen 0 1280x800x24' qgis --nologo --noversioncheck --code scripts/qgis_screenshots.py"
-    eval $RUN
-    E2DIFFSR_PYTHONPATH=~/e2diffsr-venv/lib/python3.11/site-packages eval $RUN
+    export QT_XCB_GL_INTEGRATION=none
+    xvfb-run -a -s "-screen 0 1280x800x24" qgis --nologo --noversioncheck --code scripts/qgis_screenshots.py
+    PYTHONPATH=$SITE xvfb-run -a -s "-screen 0 1280x800x24" \
+        qgis --nologo --noversioncheck --code scripts/qgis_screenshots.py
+
+Each run quits by itself after half a minute or so. Two details of the second run:
+
+- PYTHONPATH, not E2DIFFSR_PYTHONPATH: the plugin adds E2DIFFSR_PYTHONPATH's folders after the system's, so
+  where the system has an older sympy (Debian 12) that one is imported, and the preview stops with
+  "cannot import name 'equal_valued' from 'sympy.core.numbers'" (PyTorch's FLOP counter, used by the
+  estimate, imports torch._dynamo, which needs a newer sympy).
+- QT_XCB_GL_INTEGRATION=none: PyPI's Linux PyTorch brings triton, and loading triton (the FLOP counter
+  does) into a QGIS that has Mesa's OpenGL, and with it Mesa's libLLVM, loaded crashes QGIS (segmentation
+  fault). Without OpenGL in Qt, Mesa is not loaded. A CPU-only PyTorch has no triton.
 
 Without PyTorch it saves the start-up message (missing_torch_bar.png), the set-up dialog
 (torch_setup.png), the example model (modeler.png, modeler_parameters.png) and the algorithm dialog
@@ -23,7 +35,7 @@ temporary folder, and saves the algorithm dialog with a processing extent and th
 *Selected features only*) filled in (dialog_area.png), the set-up dialog saying that PyTorch imports
 (torch_setup_ready.png), and the main window after *Super-resolve visible area* (preview.png: the
 temporary preview layer above the sample, the view zoomed out a little so that the sample shows around it).
-Each window is saved with QWidget.grab(), then QGIS quits by itself.
+Each window is saved with QWidget.grab() (at most 1000 px wide, scaled down where the window is wider).
 """
 
 import os
