@@ -39,6 +39,7 @@ Each window is saved with QWidget.grab() (at most 1000 px wide, scaled down wher
 """
 
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -60,6 +61,7 @@ MODEL3 = os.environ.get("E2DIFFSR_MODEL3", "")
 SAMPLE = os.path.abspath(os.path.join("e2diffsr_core", "data", "sample.tif"))  # run from the project's root
 PLUGIN = "e2diffsr_qgis"
 _keep = []  # windows must outlive the timers that grab them
+_folders = []  # temporary folders, removed at the end
 
 
 def save(widget, name, width=1000):
@@ -73,6 +75,8 @@ def save(widget, name, width=1000):
 def quit_qgis():
     QgsProject.instance().removeAllMapLayers()  # no question about temporary layers (the preview's)
     QgsProject.instance().setDirty(False)  # nor about saving the project
+    for folder in _folders:
+        shutil.rmtree(folder, ignore_errors=True)
     iface.actionExit().trigger()
 
 
@@ -185,7 +189,8 @@ def with_torch():
     mask = QgsVectorLayer(polygons(folder) + "|layername=fields", "fields")
     QgsProject.instance().addMapLayers([raster, mask])
     mask.selectByExpression("\"name\" = 'north field'")
-    _keep.extend([folder, raster, mask])
+    _folders.append(folder)
+    _keep.extend([raster, mask])
     later(1500, lambda: area_dialog(raster, mask))
 
 
