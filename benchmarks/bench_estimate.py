@@ -60,8 +60,9 @@ def main() -> None:
                          "estimate_s": round(seconds, 1), "actual_s": info["seconds"],
                          "ratio": round(seconds / info["seconds"], 2), "rate_from": source})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    later = [r["ratio"] for r in rows if "earlier" in r["rate_from"]]
+    later = [r["ratio"] for r in rows if r["rate_from"].startswith("measured on earlier runs")]
     print(json.dumps({"machine": machine(), "scale": args.scale, "runs": rows,
+                      "all_runs_within_40_percent": sum(0.6 <= r["ratio"] <= 1.4 for r in rows),
                       "from_earlier_runs": {"ratios": later, "median": statistics.median(later) if later else None,
                                             "within_40_percent": sum(0.6 <= r <= 1.4 for r in later)}}, indent=1))
 

@@ -168,10 +168,10 @@ class SuperResolveAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.SCALE, tr(LABELS["SCALE"]), QgsProcessingParameterNumber.Double, defaultValue=2.0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} (optional, CRS units)"),
+            self.TARGET_RESOLUTION, tr(f"{LABELS['TARGET_RESOLUTION']} (CRS units)"),
             QgsProcessingParameterNumber.Double, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.ALIGN_TO, tr(f"{LABELS['ALIGN_TO']} (optional)"), optional=True))
+            self.ALIGN_TO, tr(LABELS["ALIGN_TO"]), optional=True))
         for param in area.parameters():
             self.addParameter(param)
         for param in self._advanced_parameters():

@@ -31,9 +31,9 @@ def tr(text: str) -> str:
 def parameters() -> list:
     """The two optional parameters, in the order the dialog shows them."""
     return [
-        QgsProcessingParameterExtent(EXTENT, tr(f"{LABELS['EXTENT']} (optional; empty: the whole layer)"),
+        QgsProcessingParameterExtent(EXTENT, tr(f"{LABELS['EXTENT']} (empty: the whole layer)"),
                                      optional=True),
-        QgsProcessingParameterFeatureSource(MASK, tr(f"{LABELS['MASK']} (optional)"),
+        QgsProcessingParameterFeatureSource(MASK, tr(LABELS["MASK"]),
                                             [QgsProcessing.TypeVectorPolygon], optional=True),
     ]
 

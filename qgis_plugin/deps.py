@@ -42,9 +42,15 @@ def add_paths() -> None:
     if _paths_added:
         return
     _paths_added = True
+    before = list(sys.path)
     for d in _extra_site_dirs():
         if os.path.isdir(d):
             site.addsitedir(d)  # also runs .pth files, so editable installs in a venv work
+    # The configured environment supplies PyTorch *and its dependencies*: its folders go before the system's,
+    # or an older system copy of one of them (Debian 12's sympy, which torch's compiler stack cannot use)
+    # is imported instead. Modules QGIS has imported already (numpy, the Qt bindings) stay as they are.
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + [p for p in sys.path if p not in added]
     # The plugin zip carries its own copy of the engine in lib/ (scripts/build_plugin.py); it must win over
     # any other installed version so the plugin and the engine always match. lib/ holds only e2diffsr_core,
     # so the plugin's own modules (plugin.py, provider.py...) never become top-level names.

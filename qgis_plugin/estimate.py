@@ -5,7 +5,7 @@ time = fixed time + FLOPs of the run x seconds per FLOP of the engine on this de
 - FLOPs: the model's FLOPs per output pixel at the run's scale, times the output pixels it computes (band
   groups and samples included). Per pixel they are a + b / scale^2 (the output-grid parts: CondNet, the
   diffusion on the latent, the CSUM's last level; the input-grid parts: the decoder's features); a and b are
-  counted once per model with ``torch.utils.flop_counter`` (on the meta device: shapes only, no arithmetic)
+  counted once per model with ``tools.inspect_model.FlopCount`` (on the meta device: shapes only, no arithmetic)
   at two scales and cached.
 - Pace: a fixed time plus seconds per FLOP, fitted (least squares) to the last runs on this device with this
   model, cached; a run whose time drifts from its estimate by more than half replaces them. Before the
@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -32,8 +33,9 @@ COUNT_SCALES = (2.0, 4.0)
 DRIFT = 0.5  # a run this far (a share of its time) from its estimate replaces the runs the pace came from
 KEEP_RUNS = 6
 DEFAULT_FIXED_S = 1.5  # opening the model and the raster, statistics, writing: before any run is seen
-#: Engine rate / probe rate before any run on a device (measured: benchmarks/bench_estimate.py).
-DEFAULT_EFFICIENCY = {"cpu": 0.35, "cuda": 0.25}
+#: Engine rate / probe rate before any run on a device (measured on an idle 2-core CPU: benchmarks/bench_estimate.py;
+#: the first run on a device then corrects it for that device).
+DEFAULT_EFFICIENCY = {"cpu": 0.6, "cuda": 0.25}
 
 
 def cache_path() -> Path:
@@ -75,9 +77,9 @@ def device_key(device) -> str:
 def _count(model, scale: float) -> float:
     """FLOPs per output pixel of one whole-image pass at ``scale`` (meta device, every reverse step)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from e2diffsr_core.model import E2DiffSR, Geometry
+    from e2diffsr_core.tools.inspect_model import FlopCount
 
     with torch.device("meta"):
         meta = E2DiffSR(model.cfg).eval()
@@ -86,9 +88,9 @@ def _count(model, scale: float) -> float:
     x = torch.zeros(1, 3, lr, lr, device="meta")
     noises = [torch.zeros(1, model.cfg.embed_dim, out[0] // 8, out[1] // 8, device="meta")
               for _ in range(model.cfg.timesteps)]
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCount() as counter, torch.no_grad():
         meta.sample(x, Geometry.whole((lr, lr), out), noises=noises)
-    return counter.get_total_flops() / (out[0] * out[1])
+    return counter.total / (out[0] * out[1])
 
 
 def flop_terms(model, cache: Path | None = None) -> tuple[float, float]:
@@ -136,20 +138,19 @@ def probe_rate(model, device) -> float:
 
 
 def _fit(runs: list) -> tuple[float, float]:
-    """(fixed seconds, seconds per FLOP) through the runs [(flops, seconds), ...] by least squares; the fixed
-    part (opening, statistics, writing) kept between 0 and the shortest run."""
-    if len(runs) == 1 or len({f for f, _ in runs}) == 1:
-        flops, seconds = runs[-1]
-        fixed = min(DEFAULT_FIXED_S, seconds / 2)
-        return fixed, (seconds - fixed) / flops
-    n = len(runs)
-    mf, ms = sum(f for f, _ in runs) / n, sum(t for _, t in runs) / n
-    var = sum((f - mf) ** 2 for f, _ in runs)
-    slope = sum((f - mf) * (t - ms) for f, t in runs) / var
-    fixed = min(max(0.0, ms - slope * mf), min(t for _, t in runs))
-    if slope <= 0:  # noise larger than the size effect: the mean pace
-        fixed, slope = 0.0, sum(t for _, t in runs) / sum(f for f, _ in runs)
-    return fixed, slope
+    """(fixed seconds, seconds per FLOP) through the runs [(flops, seconds), ...]: by least squares from three
+    runs of different sizes on, when that gives a fixed part between 0 and the shortest run; otherwise (fewer
+    runs, or one noisy run tilting the line) the median pace over a fixed part of 1.5 s at most, which one
+    slow run cannot make explode."""
+    if len({f for f, _ in runs}) >= 3:
+        n = len(runs)
+        mf, ms = sum(f for f, _ in runs) / n, sum(t for _, t in runs) / n
+        slope = sum((f - mf) * (t - ms) for f, t in runs) / sum((f - mf) ** 2 for f, _ in runs)
+        fixed = ms - slope * mf
+        if slope > 0 and 0.0 <= fixed <= min(t for _, t in runs):
+            return fixed, slope
+    fixed = min(DEFAULT_FIXED_S, min(t for _, t in runs) / 2)
+    return fixed, statistics.median((t - fixed) / f for f, t in runs)
 
 
 def predict(flops: float, model, device, cache: Path | None = None) -> tuple[float, str]:

@@ -47,6 +47,15 @@ def test_the_pace_is_fitted_to_runs_and_follows_a_drift(cache):
     assert estimate.predict(10e9, model, cpu, cache)[0] == pytest.approx(36.0, rel=0.01)
 
 
+def test_one_slow_run_among_few_does_not_make_the_estimate_explode(cache):
+    model, cpu = build_model("tiny", seed=0), torch.device("cpu")
+    # measured: 5.8 s, then a run slowed by other work (12.1 s for 1.5x the FLOPs), then 13.8 s for 2.4x
+    estimate.record(model, cpu, 556e9, 5.8, 6.2, cache)
+    estimate.record(model, cpu, 861e9, 12.1, 8.2, cache)
+    seconds, _ = estimate.predict(1345e9, model, cpu, cache)
+    assert 0.6 * 13.8 <= seconds <= 1.4 * 13.8  # a straight line through the two would say 27.7 s
+
+
 def test_time_left_moves_from_the_estimate_to_the_pace_seen(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(estimate.time, "perf_counter", lambda: now[0])

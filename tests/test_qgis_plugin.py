@@ -269,6 +269,21 @@ def test_extra_site_packages_from_environment(tmp_path, monkeypatch):
     sys.modules.pop("e2diffsr_probe_module")
 
 
+def test_the_environments_packages_win_over_older_system_copies(tmp_path, monkeypatch):
+    system, env = tmp_path / "system", tmp_path / "env-site-packages"
+    for folder, version in ((system, "old"), (env, "new")):
+        folder.mkdir()
+        (folder / "e2diffsr_probe_dependency.py").write_text(f"VERSION = {version!r}\n")
+    monkeypatch.setenv(deps.ENV_VAR, str(env))
+    monkeypatch.setattr(deps, "_paths_added", False)
+    monkeypatch.setattr(sys, "path", [str(system), *sys.path])  # as Debian's dist-packages holds an old sympy
+    deps.add_paths()
+    import e2diffsr_probe_dependency
+
+    assert e2diffsr_probe_dependency.VERSION == "new"
+    sys.modules.pop("e2diffsr_probe_dependency")
+
+
 # --- the built zip, installed and driven with qgis_process ---------------------------------------------------------
 def test_plugin_zip_works_with_qgis_process(rasters, tiny_model_file, tmp_path):
     if not Path(QGIS_PROCESS).is_file():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..model import E2DiffSR, Geometry
 
@@ -69,3 +72,48 @@ def flops_per_output_pixel(model: E2DiffSR, lr_side: int = 32, scale: float = 4.
     res = {k: v / pixels for k, v in totals.items()}
     res["total"] = sum(res.values())
     return res
+
+
+def _conv_flops(args, out) -> int:
+    x, w, transposed, groups = args[0], args[1], bool(args[6]), int(args[8])
+    kernel = math.prod(w.shape[2:])
+    if transposed:  # weight [Cin, Cout/groups, k...]: every input pixel meets every kernel tap
+        return 2 * x.shape[0] * math.prod(x.shape[1:]) * w.shape[1] * kernel
+    return 2 * math.prod(out.shape) * (x.shape[1] // groups) * kernel
+
+
+def _attention_flops(args, _out) -> int:
+    q, k, v = args[0], args[1], args[2]
+    return 2 * math.prod(q.shape[:-1]) * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+
+
+_aten = torch.ops.aten
+#: aten operators that carry nearly all the arithmetic, and their FLOPs (2 per multiply-add) from shapes.
+_FLOPS = {
+    _aten.convolution: _conv_flops,
+    _aten.mm: lambda a, o: 2 * a[0].shape[0] * a[0].shape[1] * a[1].shape[1],
+    _aten.addmm: lambda a, o: 2 * a[1].shape[0] * a[1].shape[1] * a[2].shape[1],
+    _aten.bmm: lambda a, o: 2 * a[0].shape[0] * a[0].shape[1] * a[0].shape[2] * a[1].shape[2],
+    _aten.baddbmm: lambda a, o: 2 * a[1].shape[0] * a[1].shape[1] * a[1].shape[2] * a[2].shape[2],
+    **{getattr(_aten, name): _attention_flops for name in (
+        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_cudnn_attention")
+       if hasattr(_aten, name)},
+}
+
+
+class FlopCount(TorchDispatchMode):
+    """FLOPs of what runs inside it (convolutions, matrix products, attention), from shapes alone: works on
+    the meta device. torch.utils.flop_counter counts the same operators (tests/test_flops.py) but imports
+    triton, which brings down a QGIS process that has Mesa's LLVM loaded; this imports nothing more."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        count = _FLOPS.get(func.overloadpacket)
+        if count is not None:
+            self.total += int(count(args, out))
+        return out
