@@ -30,10 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import machine  # noqa: E402
+from bench_large import make_mosaic  # noqa: E402
 
 from e2diffsr_core.raster import superresolve_raster  # noqa: E402
-
-SAMPLE = ROOT / "e2diffsr_core" / "data" / "sample.tif"
 
 
 def square_mask(path: str, raster: str, fraction: float) -> str:
@@ -76,7 +75,7 @@ def main() -> None:
     gdal.UseExceptions()
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "in.tif")
-        gdal.Translate(src, str(SAMPLE), srcWin=[0, 0, args.side, args.side])
+        make_mosaic(Path(src), args.side)  # the sample itself, or tiled from it beyond its 400 px
         mask = square_mask(os.path.join(tmp, "mask.gpkg"), src, 0.10)
         times = {"whole": [], "masked": []}
         info = {}
