@@ -122,6 +122,27 @@ def test_one_process_cog_output_and_options_that_change_redo_the_parts(tmp_path,
     assert not np.array_equal(pixels(out), before)
 
 
+def test_side_files_of_an_earlier_vrt_never_attach_to_the_new_one(tmp_path, tiny_model_file, capsys):
+    src = make_input(tmp_path / "big.tif", gdal.GDT_Byte)
+    sr = tmp_path / "sr"
+    sr.mkdir()
+    # an earlier mosaic's overviews and PAM file (a CRS of its own) under the name the new VRT will have
+    gdal.Translate(str(sr / "big.vrt.ovr"), str(src), format="GTiff", width=20, height=36)
+    (sr / "big.vrt.aux.xml").write_text('<PAMDataset><SRS dataAxisToSRSAxisMapping="2,1">EPSG:4326</SRS>'
+                                        "</PAMDataset>")
+    args = ["superresolve-batch", str(src), "--out-dir", str(sr), "--split", *options(tiny_model_file)]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "big.vrt.aux.xml (left from an earlier file) lies beside it" in out or "big.vrt.ovr (left" in out, out
+    assert not (sr / "big.vrt").exists() and (sr / "big.vrt.ovr").exists()
+    assert main(args + ["--overwrite"]) == 0, capsys.readouterr()
+    assert sorted(p.name for p in sr.iterdir() if not p.name.startswith(".")) == ["big.vrt", "big_parts"]
+    ds = gdal.Open(str(sr / "big.vrt"))
+    assert ds.GetRasterBand(1).GetOverviewCount() == 0
+    assert ds.GetSpatialRef().GetAuthorityCode(None) == gdal.Open(str(src)).GetSpatialRef().GetAuthorityCode(None)
+    assert (ds.RasterXSize, ds.RasterYSize) == (80, 144)
+
+
 @pytest.mark.parametrize("how, message", [
     ("rotated", "has no north-up geotransform (rotated, GCPs or none), which a VRT of parts needs; run it "
                 "without --split"),

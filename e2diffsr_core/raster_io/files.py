@@ -205,7 +205,7 @@ def check_output(path: str, inputs: list[str], overwrite: bool, label: str = "ou
         _check_replaceable(path, label)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise E2DiffSRError(f"{label} folder is not writable: {folder}; choose another folder")
-    _check_side_files(path, inputs, overwrite, label, flag)
+    check_side_files(path, inputs, overwrite, label, flag)
 
 
 #: Files GDAL finds beside a GeoTIFF by name and applies to it: after the file's full name (overviews, masks,
@@ -215,12 +215,15 @@ SIDE_AFTER_NAME = (".ovr", ".msk", ".aux.xml", ".aux")
 SIDE_AFTER_STEM = (".ovr", ".aux", ".tfw", ".tifw", ".tiffw", ".wld", ".tab", ".rpb", "_rpc.txt", ".imd")
 
 
-def side_files(path: str) -> list[str]:
+def side_files(path: str, after_stem: bool = True) -> list[str]:
     """The existing files GDAL would attach to a GeoTIFF at ``path`` (names compared without case, as GDAL
-    tries both cases)."""
+    tries both cases); ``after_stem`` False: only those after the full name, which GDAL attaches to any
+    dataset (a VRT's overviews, mask and PAM metadata)."""
     folder, name = os.path.split(os.path.abspath(path))
     stem = os.path.splitext(name)[0]
-    wanted = {(name + s).lower() for s in SIDE_AFTER_NAME} | {(stem + s).lower() for s in SIDE_AFTER_STEM}
+    wanted = {(name + s).lower() for s in SIDE_AFTER_NAME}
+    if after_stem:
+        wanted |= {(stem + s).lower() for s in SIDE_AFTER_STEM}
     try:
         names = os.listdir(folder)
     except OSError:
@@ -229,10 +232,11 @@ def side_files(path: str) -> list[str]:
                   if n.lower() in wanted and os.path.isfile(os.path.join(folder, n)))
 
 
-def _check_side_files(path: str, inputs: list[str], overwrite: bool, label: str, flag: str) -> None:
+def check_side_files(path: str, inputs: list[str], overwrite: bool, label: str, flag: str,
+                      after_stem: bool = True) -> None:
     """A side file of an earlier file would be applied to the new output: it is removed when the output is
     published, so only with ``overwrite``, and never when the run reads it."""
-    for side in side_files(path):
+    for side in side_files(path, after_stem):
         if any(_same_file(side, src) for src in inputs):
             raise E2DiffSRError(f"{label} {path}: {side} lies beside it and the input reads it, yet GDAL would "
                                 f"apply it to the new file too; choose another {label} name")

@@ -129,6 +129,10 @@ def _check_vrt_output(out: str, inputs: list[str], overwrite: bool) -> None:
                                 "allow overwriting (--overwrite) or delete it")
         if not (os.path.isfile(out) and Path(out).read_bytes()[:64].lstrip().startswith(b"<VRTDataset")):
             raise E2DiffSRError(f"output {out} exists and is not a VRT; it is never replaced, remove it yourself")
+    from ..raster_io.files import check_side_files
+
+    # an earlier VRT's overviews, mask or .aux.xml would be applied to the new one: removed when it is written
+    check_side_files(out, inputs, overwrite, "output", "--overwrite", after_stem=False)
 
 
 # -- every rank: its part -----------------------------------------------------------------------------------
@@ -234,11 +238,16 @@ def _write_vrt(out: str, parts: list[str], overwrite: bool) -> None:
     # built beside the output, so that its paths to the parts are relative to where it will lie
     tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".{Path(out).name}.partial-{os.getpid()}")
     try:
+        from ..raster_io.files import side_files
+
         _build_vrt(tmp, parts, out)
+        stale = side_files(out, after_stem=False)  # checked before the run: only with overwrite
         if overwrite:
             os.replace(tmp, out)
         else:
             os.link(tmp, out)  # never replaces a file that appeared meanwhile
+        for side in stale:
+            os.remove(side)
     except FileExistsError:
         raise E2DiffSRError(f"output {out} was created by something else meanwhile; it was left as it is "
                             "(--overwrite replaces it)") from None
