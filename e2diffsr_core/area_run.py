@@ -35,6 +35,8 @@ from .raster_io.georef import scaled_geotransform
 MARGIN_OUT = 32
 MARGIN_LR = 16
 LATENT = 8
+#: Masks of more polygons than this are computed over the box around them all (grouping costs n^2).
+MAX_GROUPED = 2000
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Area:
     # column, LR row, column; RunPlan.origin)
     image_grid: GridMap | None = None
     image_origin: tuple[int, int, int, int] = (0, 0, 0, 0)
+    part: tuple[int, int, int, int] | None = None  # the output pixels this piece computes (None: all the box)
+    parts: tuple[Area, ...] = ()  # pieces computed one after the other (polygons far apart), or none
 
     @property
     def size(self) -> tuple[int, int]:
@@ -101,6 +105,9 @@ class Area:
         cx, cy = self.computed[0], self.computed[1]
         if rows is not None:
             y0, y1 = y0 + rows[0], min(y1, y0 + rows[1])
+        if self.part is not None:
+            px0, py0, px1, py1 = self.part
+            x0, y0, x1, y1 = max(x0, px0), max(y0, py0), min(x1, px1), max(min(y1, py1), max(y0, py0))
         return y0 - cy, y1 - cy, x0 - cx, x1 - cx
 
     def whole_origin(self) -> tuple[int, int]:
@@ -149,6 +156,61 @@ def _axis(g: AxisMap, b0: int, b1: int, m: int, M: int):
     (c0, c1), (lo, hi) = (c0 - M, c1 - M), (lo - m, hi - m)  # the image's own pixels from here on
     i0, i1, j0, j1 = max(0, c0), min(g.n_out, c1), max(0, lo), min(g.n_lr, hi)
     return (c0, c1), (lo, hi), engine, (g.window(i0, i1, j0, j1), i0 - c0, j0 - lo)
+
+
+def _computed(grid: GridMap, box, border_out) -> dict:
+    """The fields of :class:`Area` that say where the output pixels ``box`` (x0, y0, x1, y1) are computed."""
+    x0, y0, x1, y1 = box
+    (cx0, cx1), (lx0, lx1), ex, ix = _axis(grid.x, x0, x1, BORDER, border_out[1])
+    (cy0, cy1), (ly0, ly1), ey, iy = _axis(grid.y, y0, y1, BORDER, border_out[0])
+    return dict(computed=(cx0, cy0, cx1, cy1), lr=(lx0, ly0, lx1, ly1), engine_grid=GridMap(ey, ex),
+                image_grid=GridMap(iy[0], ix[0]), image_origin=(iy[1], ix[1], iy[2], ix[2]))
+
+
+def _clusters(boxes: list, gap: int) -> list[tuple[int, int, int, int]]:
+    """``boxes`` (x0, y0, x1, y1) joined into groups whose boxes lie ``gap`` pixels or more apart."""
+    groups = [tuple(b) for b in boxes]
+    while True:
+        joined = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = groups[i], groups[j]
+                if a[0] - gap < b[2] and b[0] - gap < a[2] and a[1] - gap < b[3] and b[1] - gap < a[3]:
+                    groups[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del groups[j]
+                    joined = True
+                    break
+            if joined:
+                break
+        if not joined:
+            return sorted(groups)
+
+
+def _parts(area: Area, grid: GridMap, gt: tuple, out_size: tuple[int, int]) -> tuple[Area, ...]:
+    """Pieces of a masked area whose polygons lie far apart: each group computed over its own box, so that
+    the work follows the polygons rather than the box around all of them; none where that would not save
+    at least a quarter of the computed pixels."""
+    if area.polygons is None or not 1 < area.polygons.count <= MAX_GROUPED:
+        return ()
+    x0, y0, x1, y1 = area.box
+    boxes = []
+    for bounds in area.polygons.boxes():
+        try:
+            bx0, by0, bx1, by1 = output_box(bounds, gt, *out_size, "a polygon")
+        except E2DiffSRError:
+            continue  # a polygon beside the raster: nothing of it to compute
+        box = (max(bx0, x0), max(by0, y0), min(bx1, x1), min(by1, y1))
+        if box[0] < box[2] and box[1] < box[3]:
+            boxes.append(box)
+    groups = _clusters(boxes, 2 * MARGIN_OUT + 2 * LATENT)
+    if len(groups) < 2:
+        return ()
+    parts = tuple(replace(area, part=g, **_computed(grid, g, area.border_out)) for g in groups)
+    if sum(math.prod(p.computed_size) for p in parts) > 0.75 * math.prod(area.computed_size):
+        return ()
+    return parts
+
+
 def _box_axis(g: AxisMap, b0: int, b1: int) -> AxisMap:
     """The output box's pixels on the whole input (for the writer's masks and carried values)."""
     if b0 == 0 and b1 == g.n_out:
@@ -176,8 +238,6 @@ def plan_area(reader, opts: AreaOptions, out_w: int, out_h: int, alignment: Alig
     x0, y0, x1, y1 = output_box(bounds, gt, out_w, out_h, what)
     grid = alignment.grid if alignment is not None else GridMap.sized((reader.height, reader.width), (out_h, out_w))
     my, mx = grid.bordered(BORDER)[1]
-    (cx0, cx1), (lx0, lx1), ex, ix = _axis(grid.x, x0, x1, BORDER, mx)
-    (cy0, cy1), (ly0, ly1), ey, iy = _axis(grid.y, y0, y1, BORDER, my)
     whole = (x0, y0, x1, y1) == (0, 0, out_w, out_h)
     writer = alignment if whole else Alignment(
         x1 - x0, y1 - y0, (gt[0] + x0 * gt[1], gt[1], 0.0, gt[3] + y0 * gt[5], 0.0, gt[5]),
@@ -187,12 +247,18 @@ def plan_area(reader, opts: AreaOptions, out_w: int, out_h: int, alignment: Alig
         if not polygons.touches(*b):
             raise E2DiffSRError(f"the mask's polygons do not overlap the raster ({fmt(b)} in its CRS); choose "
                                 "polygons over the raster")
-    area = Area((x0, y0, x1, y1), (cx0, cy0, cx1, cy1), (lx0, ly0, lx1, ly1), GridMap(ey, ex), writer, polygons,
-                (gt[0] + x0 * gt[1], gt[1], 0.0, gt[3] + y0 * gt[5], 0.0, gt[5]), (my, mx),
-                GridMap(iy[0], ix[0]), (iy[1], ix[1], iy[2], ix[2]))
-    log(f"area: output pixels {x0}..{x1} x {y0}..{y1} of the whole layer's {out_w} x {out_h} ({x1 - x0} x "
-        f"{y1 - y0} px), computed from input pixels {max(0, lx0)}..{min(reader.width, lx1)} x {max(0, ly0)}.."
-        f"{min(reader.height, ly1)}")
+    area = Area(box=(x0, y0, x1, y1), alignment=writer, polygons=polygons, border_out=(my, mx),
+                box_gt=(gt[0] + x0 * gt[1], gt[1], 0.0, gt[3] + y0 * gt[5], 0.0, gt[5]),
+                **_computed(grid, (x0, y0, x1, y1), (my, mx)))
+    area = replace(area, parts=_parts(area, grid, gt, (out_w, out_h)))
+    for piece in area.parts or (area,):
+        (lx0, ly0, lx1, ly1), p = piece.lr, piece.part or area.box
+        log(f"area: output pixels {p[0]}..{p[2]} x {p[1]}..{p[3]} of the whole layer's {out_w} x {out_h} "
+            f"({p[2] - p[0]} x {p[3] - p[1]} px), computed from input pixels {max(0, lx0)}..{min(reader.width, lx1)}"
+            f" x {max(0, ly0)}..{min(reader.height, ly1)}")
+    if area.parts:
+        log(f"area: the mask's polygons lie in {len(area.parts)} groups far apart, computed one after the other "
+            f"inside the output's {x1 - x0} x {y1 - y0} px")
     return area
 
 

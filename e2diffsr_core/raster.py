@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from osgeo import gdal
@@ -181,12 +182,15 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
                              # the model sees the input extended beyond its edges, raw runs too; an area's
                              # computed box lies on that extended grid already (area_run.py)
                              border=0 if area is not None else BORDER)
-            plan = _plan(engine, req, reader, scale, (out_w, out_h, alignment), area)
-            _check_temporary_space(engine, plan, writers["output"].run_folder, log)
+            pieces = list(area.parts or (area,)) if area is not None else [None]
+            plans = [_plan(engine, req, reader, scale, (out_w, out_h, alignment), piece) for piece in pieces]
+            for plan in plans:
+                _check_temporary_space(engine, plan, writers["output"].run_folder, log)
             model_desc = _describe_model(req.model, net)
-            log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plan.tile} px, "
-                f"output {size[0]} x {size[1]} px, {len(reader.bands)} band(s), temperature {plan.temperature:g}")
-            result = engine.run_plan(plan, _engine_io(reader, writers, (progress, cancel, log), area))
+            log(f"device: {dev} ({engine.arithmetic}), model: {model_desc}, tile: {plans[0].tile} px, "
+                f"output {size[0]} x {size[1]} px, {len(reader.bands)} band(s), "
+                f"temperature {plans[0].temperature:g}")
+            result = _run_pieces(engine, plans, pieces, (reader, writers), (progress, cancel, log))
             commit_all(list(writers.values()))  # all outputs appear together, or none
         except BaseException:
             for w in writers.values():
@@ -196,9 +200,28 @@ def run_request(req: Request, *, progress=None, cancel=None, log=None) -> dict:
         "output": req.output, "uncertainty": req.uncertainty, "consistency_map": req.consistency_map,
         "width": size[0], "height": size[1], "device": str(dev), "model": model_desc, "tile": result.tile,
         "overlap": result.overlap, "tiles": result.tiles, "samples": req.samples,
-        "tiles_skipped": skipped(plan) if area is not None else 0,
+        "tiles_skipped": sum(skipped(plan) for plan in plans) if area is not None else 0,
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _run_pieces(engine: TiledSR, plans, pieces, files, report):
+    """Run each plan (the whole output, an area, or the pieces of an area one after the other, the progress
+    shared out by their computed pixels); the engine's result, its tile counts summed over the pieces."""
+    progress, cancel, log = report
+    weights = [p.out_size[0] * p.out_size[1] for p in plans]
+    result, done = None, 0.0
+    for plan, piece, weight in zip(plans, pieces, weights, strict=True):
+        share, start = weight / sum(weights), done
+
+        def step(f, share=share, start=start):
+            if progress is not None:
+                progress(start + share * f)
+
+        res = engine.run_plan(plan, _engine_io(*files, (step, cancel, log), piece))
+        result = res if result is None else replace(res, tiles=result.tiles + res.tiles)
+        done += share
+    return result
 
 
 def _plan(engine: TiledSR, req: Request, reader: RasterReader, scale: float, whole, area):

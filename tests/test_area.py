@@ -125,6 +125,26 @@ def test_a_mask_computes_only_tiles_that_touch_a_polygon(whole, tmp_path, tiny_m
     assert psnr(a[:, inside], b[:, inside]) >= 40
 
 
+def test_polygons_far_apart_are_computed_each_over_its_own_box(whole, tmp_path, tiny_model_file):
+    src, ref = whole
+    rings = [[ground(x, y) for x, y in box] for box in (
+        ((8, 10), (40, 10), (40, 40), (8, 40)),            # a field near the left edge
+        ((270, 70), (310, 70), (310, 100), (270, 100)))]   # another near the right one
+    mask = polygon_file(tmp_path / "two.gpkg", rings)
+    out, logs = str(tmp_path / "two.tif"), []
+    superresolve_raster(src, out, SCALE, model=str(tiny_model_file), tile=64, mask=mask, log=logs.append)
+    assert any("2 groups far apart" in m for m in logs), logs
+    spans = [m.split("input pixels ")[1].split(" x ")[0] for m in logs if "computed from input pixels" in m]
+    widths = [int(b) - int(a) for a, b in (s.split("..") for s in spans)]
+    assert len(widths) == 2 and sum(widths) < 0.75 * W, spans  # not the whole width between them
+    a, b, (ox, oy) = window_of(ref, out)
+    assert (ox, oy) == (8, 10) and a.shape[1:] == (90, 302)  # the output is the box around both
+    ds = gdal.Open(out)
+    inside = _rasterize(mask, ds, None)
+    assert (a[:, ~inside] == ds.GetRasterBand(1).GetNoDataValue()).all()
+    assert psnr(a[:, inside], b[:, inside]) >= 40, psnr(a[:, inside], b[:, inside])
+
+
 def _rasterize(mask, like, where):
     mem = gdal.GetDriverByName("MEM").Create("", like.RasterXSize, like.RasterYSize, 1, gdal.GDT_Byte)
     mem.SetGeoTransform(like.GetGeoTransform())

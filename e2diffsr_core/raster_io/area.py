@@ -155,6 +155,15 @@ class Polygons:
         xmin, xmax, ymin, ymax = self.layer.GetExtent()
         self.bounds = (xmin, ymin, xmax, ymax)
 
+    def boxes(self) -> list[tuple[float, float, float, float]]:
+        """Each polygon's bounding box (xmin, ymin, xmax, ymax)."""
+        out = []
+        for f in self.layer:
+            xmin, xmax, ymin, ymax = f.GetGeometryRef().GetEnvelope()
+            out.append((xmin, ymin, xmax, ymax))
+        self.layer.ResetReading()
+        return out
+
     def touches(self, xmin: float, ymin: float, xmax: float, ymax: float) -> bool:
         """True when a polygon meets the rectangle (an output tile's ground)."""
         rect = ogr.CreateGeometryFromWkt(f"POLYGON(({xmin} {ymin},{xmax} {ymin},{xmax} {ymax},{xmin} {ymax},"
