@@ -180,6 +180,18 @@ def test_a_bit_depth_that_holds_the_data_is_written_without_a_predictor_clash(tm
     assert 150 < out.min() and out.max() < 2500  # the input's range, not bits cut away
 
 
+def test_checking_the_bit_depth_leaves_a_vrt_input_unchanged(tmp_path, capsys, tiny_model_file):
+    # found by the generated suite: GDAL's min/max of a VRT band stored statistics into the VRT file itself
+    tif = make(tmp_path / "data.tif", texture(2).astype(np.uint8), nodata=255)
+    gdal.BuildVRT(str(tmp_path / "in.vrt"), [tif]).FlushCache()
+    before = (tmp_path / "in.vrt").read_bytes()
+    rc, err = cli([str(tmp_path / "in.vrt"), tmp_path / "out.tif", "--scale", "2", "--co", "NBITS=12"], capsys,
+                  tiny_model_file)
+    assert rc == 0, err
+    assert (tmp_path / "in.vrt").read_bytes() == before
+    assert sorted(listing(tmp_path)) == ["data.tif", "in.vrt", "out.tif"]
+
+
 def test_an_internal_mask_survives_a_lossy_codec(tmp_path, capsys, tiny_model_file):
     src = make(tmp_path / "in.tif", texture(3).astype(np.uint8))
     gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")

@@ -113,10 +113,7 @@ class RasterWriter:
         r = self.reader
         if "NBITS" not in user or self.band_count != len(r.bands) or self.spread:
             return None
-        try:
-            values = [r._ds.GetRasterBand(b).ComputeRasterMinMax(False)[1] for b in r.bands]
-        except RuntimeError:  # a band without one valid pixel
-            values = []
+        values = [m for m in (_band_max(r._ds.GetRasterBand(b)) for b in r.bands) if m is not None]
         return max(values + [v for v in self.nodata if v is not None], default=None)
 
     def _colours(self) -> list[int]:
@@ -394,3 +391,22 @@ def commit_all(writers: list[RasterWriter]) -> None:
         for w in published:
             w.unpublish()
         raise
+
+
+def _band_max(band) -> float | None:
+    """The largest value of ``band`` that is not its nodata value (None when there is none), read in strips of
+    rows. Not GDAL's ComputeRasterMinMax: on a VRT that stores statistics into the VRT file itself, and the
+    input must never change."""
+    nodata, best = band.GetNoDataValue(), None
+    step = max(1, (1 << 22) // max(1, band.XSize))
+    for y in range(0, band.YSize, step):
+        rows = band.ReadAsArray(0, y, band.XSize, min(step, band.YSize - y))
+        if rows is None:
+            continue
+        rows = rows[np.isfinite(rows)] if rows.dtype.kind == "f" else rows.ravel()
+        if nodata is not None and np.isfinite(nodata):
+            rows = rows[rows.astype(np.float64) != nodata]
+        if rows.size:
+            m = float(rows.max())
+            best = m if best is None else max(best, m)
+    return best
