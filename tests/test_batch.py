@@ -157,6 +157,8 @@ def test_a_corrupt_file_is_reported_and_the_others_finish(tmp_path, tiny_model_f
     assert sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) == sorted(
         p.name for p in inputs)
     assert "Traceback (most recent call last)" not in log.split("summary:")[0]
+    # torchrun's traceback after the summary is announced as the exit status of the failed raster
+    assert "torchrun reports it below as a ChildFailedError" in log.split("summary:")[1], log
 
 
 def test_outputs_are_redone_only_when_their_input_or_options_change(tmp_path, capsys, tiny_model_file):

@@ -131,6 +131,10 @@ def summarize(results: list[dict], ranks: int, seconds: float) -> int:
     for r in sorted(results, key=lambda r: r["index"]):
         if r["status"] == "failed":
             _line(f"failed: {r['input']}: {r['reason']}")
+    if counts["failed"] and os.environ.get("TORCHELASTIC_RUN_ID"):
+        # torchrun follows a rank's exit status 1 with a page of ChildFailedError traceback
+        _line("exit status 1 for the failed rasters above: torchrun reports it below as a ChildFailedError "
+              "(superresolve-batch --procs N runs the ranks of one machine without it)")
     return 1 if counts["failed"] else 0
 
 
