@@ -180,6 +180,42 @@ def test_a_bit_depth_that_holds_the_data_is_written_without_a_predictor_clash(tm
     assert 150 < out.min() and out.max() < 2500  # the input's range, not bits cut away
 
 
+def _masked_float(path):
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 22, 26, 3, gdal.GDT_Float32, options=["TILED=YES"])
+    ds.SetGeoTransform((500000, 1, 0, 4000000, 0, -1))
+    for b in range(3):
+        ds.GetRasterBand(b + 1).WriteArray(base_texture(1, 26, 22, seed=b)[0].astype(np.float32) - 20)
+    gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+    try:
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        mask = np.full((26, 22), 255, np.uint8)
+        mask[:6, :5] = 0
+        ds.GetRasterBand(1).GetMaskBand().WriteArray(mask)
+        ds = None
+    finally:
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+    return str(path)
+
+
+def test_lerc_output_of_a_masked_float_raster_reads_back(tmp_path, capsys, tiny_model_file):
+    # found by the generated suite: GDAL 3.6 wrote LERC pixel-interleaved tiles with a mask that it could not
+    # read back, and the run said "wrote"
+    src = _masked_float(tmp_path / "in.tif")
+    rc, err = cli([src, tmp_path / "out.tif", "--scale", "2", "--co", "COMPRESS=LERC"], capsys, tiny_model_file)
+    assert rc == 0, err
+    out = gdal.Open(str(tmp_path / "out.tif"))
+    assert out.ReadAsArray().shape == (3, 52, 44)
+    assert (out.GetRasterBand(1).GetMaskBand().ReadAsArray()[:12, :10] == 0).all()
+    # a layout asked for explicitly that the codec cannot read back: refused, nothing published
+    rc, err = cli([src, tmp_path / "pix.tif", "--scale", "2", "--co", "COMPRESS=LERC", "--co", "INTERLEAVE=PIXEL"],
+                  capsys, tiny_model_file)
+    if rc != 0:  # GDAL versions that read it back write it
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert rc == 2 and len(errors) == 1 and "could not write output" in errors[0] and "Traceback" not in err
+        assert not (tmp_path / "pix.tif").exists()
+    assert sorted(listing(tmp_path)) == sorted(["in.tif", "out.tif"] + (["pix.tif"] if rc == 0 else []))
+
+
 def test_checking_the_bit_depth_leaves_a_vrt_input_unchanged(tmp_path, capsys, tiny_model_file):
     # found by the generated suite: GDAL's min/max of a VRT band stored statistics into the VRT file itself
     tif = make(tmp_path / "data.tif", texture(2).astype(np.uint8), nodata=255)

@@ -95,6 +95,8 @@ def gtiff_options(dtype: int, user: dict[str, str], colours: list[int]) -> dict[
     # our own predictor must not clash with a codec or a bit depth the user chose (GDAL would refuse the pair)
     if (user.get("COMPRESS", "DEFLATE").upper() not in PREDICTOR_CODECS or "NBITS" in user) and "PREDICTOR" not in user:
         del opts["PREDICTOR"]
+    if user.get("COMPRESS", "").upper().startswith("LERC") and "INTERLEAVE" not in user:
+        opts["INTERLEAVE"] = "BAND"  # GDAL 3.6 wrote LERC pixel-interleaved tiles of a masked raster unreadably
     opts.update(user)
     return opts
 

@@ -310,6 +310,7 @@ class RasterWriter:
             raise RuntimeError("RasterWriter is closed (committed or aborted)")
         try:
             self._final = self._finish()
+            _read_back(self._final)
         except RuntimeError as exc:
             message = one_line(exc)
         else:
@@ -391,6 +392,22 @@ def commit_all(writers: list[RasterWriter]) -> None:
         for w in published:
             w.unpublish()
         raise
+
+
+def _read_back(path: str) -> None:
+    """Read every block of the finished file (each band and mask) before it is published: a codec that wrote
+    blocks it cannot read back (GDAL 3.6's LERC on pixel-interleaved tiles with a mask did) is a failed
+    run, never an output. RuntimeError with GDAL's message."""
+    with collect_failures():
+        ds = gdal.Open(path)
+        try:
+            for b in range(1, ds.RasterCount + 1):
+                band = ds.GetRasterBand(b)
+                band.Checksum()
+                if band.GetMaskFlags() & gdal.GMF_PER_DATASET and b == 1:
+                    band.GetMaskBand().Checksum()
+        finally:
+            ds = None
 
 
 def _band_max(band) -> float | None:
