@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -299,6 +300,10 @@ def check_output(src: str, out: Path, case: Case) -> None:
         if sds.GetRasterBand(b).DataType == G.GDT_Float32 and want["nodata"] is not None and got["nodata"] is not None:
             # GDAL writes a nodata value as text: equal as the band's Float32, which is what pixels compare with
             want["nodata"], got["nodata"] = float(np.float32(want["nodata"])), float(np.float32(got["nodata"]))
+        if sds.GetRasterBand(b).DataType in (G.GDT_Float32, G.GDT_Float64):
+            # docs/rasters.md: for floating point, "no nodata value" and NaN count as the same (NaN is invalid
+            # either way), so a band without one may share the output's NaN
+            want["nodata"], got["nodata"] = (math.nan if v is None else v for v in (want["nodata"], got["nodata"]))
         for key in want:
             assert _same(got[key], want[key]), (key, b, got[key], want[key])
     before = invalid(sds, selected, alpha)
