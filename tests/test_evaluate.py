@@ -174,3 +174,31 @@ def test_bad_arguments_fail_with_one_line(tmp_path, models, capsys):
     shutil.copy(DATA / CROPS[0], folder)
     assert main(["--model", str(tmp_path / "missing.pt"), "--data", str(folder), "--out", str(tmp_path / "r")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_bands_choose_what_the_model_sees_in_a_picture_without_colour_tags(tmp_path, models, capsys):
+    from osgeo import gdal
+
+    rgb = np.asarray(Image.open(DATA / "SOAP_031.png").convert("RGB"))[:96, :96]
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    ds = gdal.GetDriverByName("GTiff").Create(str(folder / "rgbn.tif"), 96, 96, 4, gdal.GDT_Byte,
+                                              options=["PHOTOMETRIC=MINISBLACK"])
+    for b, band in enumerate([rgb[..., 0], rgb[..., 1], rgb[..., 2], rgb[..., 1] // 2 + 60]):
+        ds.GetRasterBand(b + 1).WriteArray(band)  # four untagged bands: which three is the user's choice
+    ds = None
+    args = ["--model", str(models[0]), "--data", str(folder), "--scales", "2", "--passes", "0"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "choose the three the model should see with --bands" in err
+    assert main([*args, "--bands", "1,2,3", "--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--bands", "3,2,4", "--out", str(tmp_path / "c")]) == 0
+
+    def bicubic_psnr(prefix):
+        rows = json.loads((tmp_path / f"{prefix}.json").read_text())["rows"]
+        return next(r["psnr"] for r in rows if r["method"] == "Bicubic")
+
+    # bands 1,2,3 are the picture itself: bicubic's PSNR as on the PNG; other bands, another picture
+    Image.fromarray(rgb).save(tmp_path / "same.png")
+    assert bicubic_psnr("b") == pytest.approx(independent_bicubic_psnr(tmp_path / "same.png", 2.0), abs=1e-6)
+    assert abs(bicubic_psnr("c") - bicubic_psnr("b")) > 0.01

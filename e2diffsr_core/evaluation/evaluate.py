@@ -207,8 +207,9 @@ def _score_picture(scores: Scores, hr: np.ndarray, nets, seed: int, run: EvalSet
 def evaluate(models: list[str], data, scales: list[float], *, split=None, subset: str = "test", device="cpu",
              seed: int = 0, max_images: int | None = None, lpips_net: str = "alex", lpips_weights=None,
              inception_weights=None, progress: bool = False, passes: int = PASSES, temperature: float = 0.0,
-             guard: int = GUARD, border: int = BORDER) -> dict:
-    """The report of ``models`` on the pictures of ``data`` (one ``subset`` of ``split``) at ``scales``."""
+             guard: int = GUARD, border: int = BORDER, bands: list[int] | None = None) -> dict:
+    """The report of ``models`` on the pictures of ``data`` (one ``subset`` of ``split``) at ``scales``; each
+    picture read as ``superresolve`` reads it, its ``bands`` (default: red, green, blue by colour)."""
     from ..api import open_model, resolve_device
 
     if guard not in (0, 2, 3) or int(border) != border or border < 0:
@@ -223,7 +224,7 @@ def evaluate(models: list[str], data, scales: list[float], *, split=None, subset
     methods = [BICUBIC] + [m for n, _ in nets for m in ([n, n + CONSISTENT] if passes else [n])]
     scores, skipped = Scores(methods, scales, lpips_m, fid_m), []
     for i, path in enumerate(files):
-        skipped += [f"{path.name} at {x}" for x in _score_picture(scores, read_rgb(path), nets, seed + i, run)]
+        skipped += [f"{path.name} at {x}" for x in _score_picture(scores, read_rgb(path, bands), nets, seed + i, run)]
         if progress:
             print(f"[{i + 1}/{len(files)}] {path.name}", file=sys.stderr)
     return {
@@ -293,6 +294,16 @@ def write_report(report: dict, prefix) -> tuple[Path, Path]:
     return js, md
 
 
+def _bands(text: str) -> list[int]:
+    try:
+        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands are numbers like 4,3,2, got {text!r}") from None
+    if not bands or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"bands are numbers from 1, like 4,3,2, got {text!r}")
+    return bands
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m e2diffsr_core.evaluation", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -316,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0,
                    help="sampling temperature, 0 to 1 (default 0, as the command-line tools for one sample; "
                         "1: the authors' sampling)")
+    p.add_argument("--bands", type=_bands, metavar="B,B,B",
+                   help="the three bands of every picture the model sees, e.g. 4,3,2 (default: the bands tagged "
+                        "red, green, blue, as superresolve reads them)")
     p.add_argument("--lpips-net", default="alex", choices=("alex", "vgg"),
                    help="LPIPS backbone (pyiqa's default: alex)")
     p.add_argument("--lpips-weights", help="torchvision weights file of that backbone (default: torch hub cache)")
@@ -329,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.model, args.data, parse_scales(args.scales), split=args.split, subset=args.subset,
                           device=args.device, seed=args.seed, max_images=args.max_images, lpips_net=args.lpips_net,
                           lpips_weights=args.lpips_weights, inception_weights=args.inception_weights, progress=True,
-                          passes=args.passes, temperature=args.temperature, guard=args.guard, border=args.border)
+                          passes=args.passes, temperature=args.temperature, guard=args.guard, border=args.border,
+                          bands=args.bands)
         js, md = write_report(report, args.out)
     except E2DiffSRError as e:
         print(f"error: {e}", file=sys.stderr)
