@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import machine  # noqa: E402
-from bench_large import SAMPLE, make_mosaic  # noqa: E402
+from bench_large import SAMPLE, make_mosaic, write_like_sample  # noqa: E402
 
 from e2diffsr_core.raster import superresolve_raster  # noqa: E402
 
@@ -48,13 +48,7 @@ def scrambled_mosaic(path: Path, side: int, block: int = 200, seed: int = 7) -> 
                 piece = piece[:, :, ::-1]
             h, w = min(block, side - y), min(block, side - x)
             out[:, y:y + h, x:x + w] = piece[:, :h, :w]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), side, side, arr.shape[0], gdal.GDT_Byte,
-                                              options=["TILED=YES"])
-    ds.SetGeoTransform(src.GetGeoTransform())
-    ds.SetProjection(src.GetProjection())
-    for i in range(arr.shape[0]):
-        ds.GetRasterBand(i + 1).WriteArray(out[i])
-    ds = None
+    write_like_sample(path, out, src)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

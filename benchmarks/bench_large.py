@@ -59,13 +59,19 @@ def make_mosaic(path: Path, side: int) -> None:
     src = gdal.Open(str(SAMPLE))
     arr = src.ReadAsArray()
     reps = (1, -(-side // arr.shape[1]), -(-side // arr.shape[2]))
-    mosaic = np.tile(arr, reps)[:, :side, :side]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), side, side, arr.shape[0], gdal.GDT_Byte,
+    write_like_sample(path, np.tile(arr, reps)[:, :side, :side], src)
+
+
+def write_like_sample(path: Path, data: np.ndarray, src) -> None:
+    """``data`` [bands, h, w] as a tiled Byte GeoTIFF with the georeferencing of ``src`` (the sample)."""
+    from osgeo import gdal
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0], gdal.GDT_Byte,
                                               options=["TILED=YES"])
     ds.SetGeoTransform(src.GetGeoTransform())
     ds.SetProjection(src.GetProjection())
-    for i in range(arr.shape[0]):
-        ds.GetRasterBand(i + 1).WriteArray(mosaic[i])
+    for i in range(data.shape[0]):
+        ds.GetRasterBand(i + 1).WriteArray(data[i])
     ds = None
 
 

@@ -168,22 +168,24 @@ def _computed(grid: GridMap, box, border_out) -> dict:
 
 
 def _clusters(boxes: list, gap: int) -> list[tuple[int, int, int, int]]:
-    """``boxes`` (x0, y0, x1, y1) joined into groups whose boxes lie ``gap`` pixels or more apart."""
-    groups = [tuple(b) for b in boxes]
-    while True:
-        joined = False
-        for i in range(len(groups)):
-            for j in range(i + 1, len(groups)):
-                a, b = groups[i], groups[j]
-                if a[0] - gap < b[2] and b[0] - gap < a[2] and a[1] - gap < b[3] and b[1] - gap < a[3]:
-                    groups[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    del groups[j]
-                    joined = True
-                    break
-            if joined:
+    """``boxes`` (x0, y0, x1, y1) joined into groups whose boxes lie ``gap`` pixels or more apart: the groups
+    that touch (vectorised over all pairs) are joined into their bounding box until none touch."""
+    groups = np.array(boxes, np.int64).reshape(-1, 4)
+    while len(groups) > 1:
+        x0, y0, x1, y1 = (groups[:, k] for k in range(4))
+        near = ((x0[:, None] - gap < x1[None, :]) & (x0[None, :] - gap < x1[:, None])
+                & (y0[:, None] - gap < y1[None, :]) & (y0[None, :] - gap < y1[:, None]))
+        label = np.arange(len(groups))
+        while True:  # connected components: every group takes the smallest label it touches
+            nxt = np.where(near, label[None, :], len(groups)).min(axis=1)
+            if np.array_equal(nxt, label):
                 break
-        if not joined:
-            return sorted(groups)
+            label = nxt
+        if len(np.unique(label)) == len(groups):
+            break
+        groups = np.array([[x0[label == g].min(), y0[label == g].min(), x1[label == g].max(), y1[label == g].max()]
+                           for g in np.unique(label)])
+    return sorted(tuple(int(v) for v in g) for g in groups)
 
 
 def _parts(area: Area, grid: GridMap, gt: tuple, out_size: tuple[int, int]) -> tuple[Area, ...]:

@@ -20,6 +20,13 @@ class Stopped(KeyboardInterrupt):
         self.signum, self.name = signum, name
 
 
+def raise_stopped(signum, _frame) -> None:
+    """A signal handler: SIGTERM or SIGHUP unwind the main thread as Ctrl-C does (:class:`Stopped`)."""
+    import signal
+
+    raise Stopped(signum, signal.Signals(signum).name)
+
+
 def check_cancel(cancel) -> None:
     """Raise :class:`Cancelled` when the caller's ``cancel()`` says so (``None``: never)."""
     if cancel is not None and cancel():

@@ -17,6 +17,7 @@ import pytest
 import torch
 from osgeo import gdal
 from raster_support import make_raster
+from test_train import flat_tensors
 
 from e2diffsr_core.checkpoint import load_model
 from e2diffsr_core.raster_io import RasterReader
@@ -304,19 +305,9 @@ def test_a_stop_signal_saves_a_state_that_resumes_exactly(rasters, tmp_path, sig
     a = torch.load(stopped / "state.pt", weights_only=True)["state"]
     b = torch.load(straight / "state.pt", weights_only=True)["state"]
     for part in ("model", "disc", "opt"):
-        flat_a, flat_b = _flat(a[part]), _flat(b[part])
+        flat_a, flat_b = flat_tensors(a[part]), flat_tensors(b[part])
         assert flat_a.keys() == flat_b.keys()
         assert all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), part
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        elif isinstance(v, torch.Tensor):
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_plot_log_draws_a_run_or_prints_its_ends(tmp_path, monkeypatch, capsys):

@@ -132,15 +132,12 @@ def add_parser(sub) -> None:
 
 def stop_on_signals() -> None:
     """SIGTERM and SIGHUP end the run like Ctrl-C does: every temporary file is removed, no output is left."""
-    from ..errors import Stopped
-
-    def handler(signum, _frame):
-        raise Stopped(signum, signal.Signals(signum).name)
+    from ..errors import raise_stopped
 
     for name in ("SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)
         if sig is not None:
-            signal.signal(sig, handler)
+            signal.signal(sig, raise_stopped)
 
 
 class LogStream:

@@ -20,7 +20,7 @@ import threading
 import time
 
 from ..api import check_scale
-from ..errors import Cancelled, E2DiffSRError, Stopped
+from ..errors import Cancelled, E2DiffSRError, Stopped, raise_stopped
 from . import plan
 
 # set per file, not taken from the command line as they are
@@ -138,10 +138,6 @@ def summarize(results: list[dict], ranks: int, seconds: float) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _stop(signum, _frame):
-    raise Stopped(signum, signal.Signals(signum).name)
-
-
 @contextlib.contextmanager
 def _signals_as_interrupt():
     """SIGTERM (torchrun stops the other ranks with it when one fails) and SIGHUP (the terminal closed, which
@@ -151,7 +147,7 @@ def _signals_as_interrupt():
         yield
         return
     names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    previous = {n: signal.signal(getattr(signal, n), _stop) for n in names}
+    previous = {n: signal.signal(getattr(signal, n), raise_stopped) for n in names}
     try:
         yield
     finally:
