@@ -11,6 +11,7 @@ from PIL import Image
 from e2diffsr_core.api import build_model
 from e2diffsr_core.engine import TiledSR
 from e2diffsr_core.engine import bounded as engine_bounded
+from e2diffsr_core.engine.bounded import prior_bytes
 from e2diffsr_core.engine.device import parse_memory
 from e2diffsr_core.errors import E2DiffSRError
 
@@ -99,18 +100,24 @@ def test_the_bounded_engine_writes_no_temporary_files(model, image, small_sample
 
 
 def test_the_memory_budget_chooses_the_engine_and_sizes_temporary_files(model):
-    """A 4000 x 4000 input at x2 does not fit 4G (bounded, nothing on disk) and fits 64G (exact); under 512M only
-    the statistics sample spills (a constant); a 10000 x 10000 input at x4 (1.6 Gpx) needs its latent chains
-    on disk: a few GiB, not the terabytes of its feature maps."""
+    """A 4000 x 4000 input at x2 does not fit 4G (bounded, nothing on disk) and fits 64G (exact); under 512M the
+    statistics sample spills (a constant) and, beyond half the budget, the prior branch's maps on the latent
+    grid (its exact statistics: 1/64 of the output's pixels); a 10000 x 10000 input at x4 (1.6 Gpx) needs its
+    latent chains and prior maps on disk: tens of GiB, not the terabytes of its feature maps."""
     small, mid, large = (engine(model, 0, None, ram_budget=parse_memory(m)) for m in ("512M", "4G", "64G"))
     plan = mid.plan((4000, 4000), 2.0)
     assert mid.is_bounded(plan) and small.is_bounded(plan) and not large.is_bounded(large.plan((4000, 4000), 2.0))
     assert mid.temporary_bytes(plan) == 0
-    assert 0 < small.temporary_bytes(plan) == small.temporary_bytes(small.plan((2000, 2000), 2.0)) < 1 << 30
+    two = small.plan((2000, 2000), 2.0)
+    prior = prior_bytes(model, small.plan((4000, 4000), 2.0).bordered(small.border).out_size, 1, 4)
+    assert 0 < small.temporary_bytes(two) < 1 << 30  # the sample; the prior maps (224 MiB) fit
+    assert small.temporary_bytes(small.plan((4000, 4000), 2.0)) == small.temporary_bytes(two) + prior - (256 << 20)
     huge = mid.plan((10000, 10000), 4.0)
     need = mid.temporary_bytes(huge)
-    cells = 5000 * 5000
-    assert 2 * cells * 4 * 5 <= need <= 2 * cells * 4 * 5 + cells * 16
+    out = huge.bordered(mid.border).out_size
+    cells = (out[0] // 8) * (out[1] // 8)
+    chains, prior = 2 * cells * 4 * 5, prior_bytes(model, out, 1, 4)
+    assert need == chains + prior - (2 << 30) and 16 << 30 < need < 64 << 30
 
 
 @pytest.mark.parametrize("text", ["lots", "10M", "-4G", "4X"])

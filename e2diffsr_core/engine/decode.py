@@ -16,7 +16,7 @@ from ..gridmap import GridMap
 from ..model import Geometry
 from ..model.geometry import latent_index
 from .canvas import Canvas
-from .stream import Streamer, run_fru
+from .stream import Streamer, crop, run_fru, run_prior
 
 
 def nearest_index(am, lo: int, hi: int, n_lat: int) -> np.ndarray:
@@ -39,6 +39,25 @@ def nearest_rows(mp: Canvas, a: int, b: int, grid: GridMap) -> torch.Tensor:
     ys = torch.from_numpy(iy - y0).to(rows.device)
     xs = torch.from_numpy(ix).to(rows.device)
     return rows.index_select(2, ys).index_select(3, xs)
+
+
+def latent_prior(st: Streamer, model, z0) -> list[Canvas] | None:
+    """The decoder's prior branch over the whole latent ``z0`` (a LatentCanvas [N, 4, LH, LW]): the prior maps
+    h_0..h_3 on the latent grid, with whole-latent statistics (``st.stats`` may record them); None without a
+    prior branch."""
+    dec = model.first_stage_model.decoder
+    if not dec.prior_branch:
+        return None
+    pq = model.first_stage_model.post_quant_conv
+    n, _, LH, LW = z0.acc.shape
+    inv = float(1.0 / model.scale_factor)
+
+    def first(a, b):
+        lo, hi = max(0, a - 1), min(LH, b + 1)
+        z = torch.from_numpy(z0.read(lo, hi, 0, LW)).to(st.store.device) * inv
+        return crop(st.conv(dec.conv_in, st.conv(pq, z)), lo, a, b)
+
+    return run_prior(st, dec, first, (n, dec.conv_in.out_channels, LH, LW))
 
 
 def run_lr_features(st: Streamer, dec, lr: Canvas, maps: list[Canvas] | None, grid: GridMap,

@@ -30,11 +30,13 @@ from .bounded import (
     encode_blocks,
     encoder_stats,
     local_streamer,
+    prior_bytes,
+    prior_stats,
     sample_bytes,
 )
 from .canvas import Canvas, Store
 from .consistency import GUARD, PASSES, halo
-from .decode import bicubic_rows, run_lr_features
+from .decode import bicubic_rows, latent_prior, run_lr_features
 from .device import (
     auto_tile,
     autocast_dtype,
@@ -190,7 +192,7 @@ class TiledSR:
         """Bytes of temporary files ``plan`` will hold at once at most: the latent chains beyond their memory
         limit (latent.LatentCanvas: the step being blended and the one it reads), and feature maps that
         do not fit half the memory budget (the exact engine's whole-image maps; the bounded one's CondNet
-        latent and its statistics sample)."""
+        latent, its statistics sample and the prior branch's maps on the latent grid)."""
         plan = plan.bordered(self.border)
         (H, W), lat = plan.out_size, self.model.cfg.embed_dim
         cells = (H // LATENT) * (W // LATENT)
@@ -200,7 +202,8 @@ class TiledSR:
             return chain + max(0, exact_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, item) - share)
         cond = len(plan.groups) * lat * cells * 4
         sample = sample_bytes(self.model, plan.lr_size, plan.out_size, plan.batch, item)
-        return chain + (cond if cond > share else 0) + max(0, sample - share)
+        prior = prior_bytes(self.model, plan.out_size, plan.batch, item)
+        return chain + (cond if cond > share else 0) + max(0, sample - share) + max(0, prior - share)
 
     def _run(self, plan: RunPlan, io: RunIO) -> EngineResult:
         bounded = self.is_bounded(plan)
@@ -263,7 +266,8 @@ class TiledSR:
             z0 = diffuse(cond, plan, model=model, step=self._step, workdir=self.workdir,
                          tick=lambda: ticker.step(1), cancel=io.cancel, per_call=self._windows_per_call(plan))
             cond.free()
-            dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device)
+            prior = prior_stats(st, model, z0)
+            dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device, prior)
             ticker.step(2)
             budget = tile_budget(self.ram_budget) if self.device.type == "cpu" else 1 << 30
             margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
@@ -299,19 +303,8 @@ class TiledSR:
 
     def _features(self, st: Streamer, z0: LatentCanvas, lr: Canvas, grid: GridMap, S: int) -> Canvas:
         """The decoder up to the CSUM: prior maps from z0, then the LR-grid features, batch [S*G, ...]."""
-        model = self.model
-        dec = model.first_stage_model.decoder
-        pq = model.first_stage_model.post_quant_conv
-        n = z0.acc.shape[0]
-        LH, LW = z0.acc.shape[2], z0.acc.shape[3]
-        inv = float(1.0 / model.scale_factor)
-
-        def first(a, b):
-            lo, hi = max(0, a - 1), min(LH, b + 1)
-            z = torch.from_numpy(z0.read(lo, hi, 0, LW)).to(self.device) * inv
-            return crop(st.conv(dec.conv_in, st.conv(pq, z)), lo, a, b)
-
-        maps = run_prior(st, dec, first, (n, dec.conv_in.out_channels, LH, LW)) if dec.prior_branch else None
+        dec = self.model.first_stage_model.decoder
+        maps = latent_prior(st, self.model, z0)
         lr_n = lr if S == 1 else _Repeated(lr, S)
         feats = run_lr_features(st, dec, lr_n, maps, grid)
         for mp in maps or []:
