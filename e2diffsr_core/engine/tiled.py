@@ -61,7 +61,7 @@ from .latent import (
     plan_axis,
 )
 from .plan import Reader, RunIO, RunPlan, Writer, tile_starts
-from .stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder, run_prior
+from .stream import Streamer, crop, encoder_passes, lr_passes, prior_passes, run_encoder
 from .tiles import TileDecoder
 
 # Bytes of one latent map beyond which engine_latent.LatentCanvas keeps it in a temporary file (its default).
