@@ -120,6 +120,9 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
         if k == csum.levels - 1 and _scales_by(grid, 2 ** (k - 1)):
             resized.append(_averaged_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)))
             break
+        if k == csum.levels - 1 and k >= 2 and _scales_by(grid, 2 ** (k - 2)):
+            resized.append(_quarter_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)))
+            break
         if k:
             (py0, _), (px0, _) = regions[k - 1]
             up = st.conv(csum.UPNet_x2_list[k - 1], level)
@@ -195,6 +198,48 @@ def _averaged_level(st: Streamer, csum, below: torch.Tensor, region_below, tile,
     oy0, oy1, ox0, ox1 = tile
     out = st.conv(_averaged_conv(csum.UPNet_x2_list[-1]), below)
     return out[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
+
+
+def _phase_convs(up: torch.nn.Sequential) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
+    """The weights of conv3x3 + PixelShuffle(2) by sub-pixel phase: [dy][dx] -> [C, Cin, 3, 3], and the mean
+    bias over the four phases. Cached on the module."""
+    conv = up[0]
+    key = (conv.weight._version, conv.weight.data_ptr(), conv.bias._version)
+    cached = getattr(conv, "_phases", None)
+    if cached is None or cached[0] != key:
+        c_out = conv.out_channels // 4
+        w = conv.weight.detach().view(c_out, 2, 2, *conv.weight.shape[1:])
+        phases = [[w[:, dy, dx].contiguous(memory_format=torch.channels_last) for dx in (0, 1)] for dy in (0, 1)]
+        cached = (key, phases, conv.bias.detach().view(c_out, 4).mean(1))
+        conv._phases = cached
+    return cached[1], cached[2]
+
+
+def _quarter_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, f: int) -> torch.Tensor:
+    """The last CSUM level resized to the output tile when its grid is four times the output's (x2 for a
+    four-level CSUM): the level below lies on twice the output grid, covering LR rows/cols ``region_below``
+    (x ``f`` pixels each).
+
+    The exact 4x bilinear reduction (align_corners=False) reads, per axis, the sub-pixels 4i + 1 and 4i + 2 of
+    the last level with weights 1/2: sub-pixel 1 of the level below's pixel 2i and sub-pixel 0 of its pixel
+    2i + 1. So output pixel (i, j) is the mean over a, b in {0, 1} of the conv's phase (1 - a, 1 - b) at the
+    level below's pixel (2i + a, 2j + b): four stride-2 convs with a quarter of the weights each, a quarter
+    of the arithmetic of the conv at every pixel, and no map at four times the output grid."""
+    (y0, _), (x0, _) = region_below
+    oy0, oy1, ox0, ox1 = tile
+    th, tw = oy1 - oy0, ox1 - ox0
+    phases, bias = _phase_convs(csum.UPNet_x2_list[-1])
+    padded = F.pad(below, (1, 1, 1, 1))  # the conv's own zero padding of the region
+    acc = None
+    with st.autocast():
+        for a in (0, 1):
+            for b in (0, 1):
+                ry, rx = 2 * oy0 + a - y0 * f, 2 * ox0 + b - x0 * f  # first row/col read, padded coordinates
+                win = padded[:, :, ry:ry + 2 * th + 1, rx:rx + 2 * tw + 1]
+                part = F.conv2d(win, phases[1 - a][1 - b].to(win.dtype), stride=2)
+                acc = part if acc is None else acc + part
+        out = torch.addcmul(bias.to(acc.dtype)[None, :, None, None], acc, torch.tensor(0.25, dtype=acc.dtype))
+    return out.to(st.store.dtype)
 
 
 def skip_window(tile, grid: GridMap) -> tuple[int, int, int, int]:
