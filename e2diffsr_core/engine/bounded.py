@@ -331,7 +331,7 @@ def prior_bytes(model, out_size, batch: int, itemsize: int) -> int:
     return int(batch * cells * (3 * c * itemsize + 4 * maps))
 
 
-def decoder_stats(st: Streamer, model, z0, read, grid: GridMap, groups, samples: int, device,
+def decoder_stats(st: Streamer, model, z0, read, grid: GridMap, groups, samples: int, device, *,
                   prior: StatsBook | None = None) -> StatsBook:
     """The decoder's statistics (prior branch, contrast attention) from sample windows of the LR grid; with
     ``prior`` (:func:`prior_stats`) the prior branch's are those, and only the LR grid's are sampled."""

@@ -267,7 +267,7 @@ class TiledSR:
                          tick=lambda: ticker.step(1), cancel=io.cancel, per_call=self._windows_per_call(plan))
             cond.free()
             prior = prior_stats(st, model, z0)
-            dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device, prior)
+            dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device, prior=prior)
             ticker.step(2)
             budget = tile_budget(self.ram_budget) if self.device.type == "cpu" else 1 << 30
             margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
