@@ -102,7 +102,11 @@ def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
     """Rough peak activation memory per output pixel of one tile (fp32), dominated by the CSUM."""
     cfg = model.cfg
     csum = (4 * cfg.dec_ch + 3 * cfg.csum_hidden) * 4.0
-    x8_level = cfg.dec_ch * 4 * 4.0 * (8.0 / scale) ** 2 * 2  # the x8 level and its pre-shuffle conv
+    # the largest CSUM level built and its pre-shuffle conv: the x8 level, except at x2, where it is reduced
+    # from the x4 level without being built (engine.decode._quarter_level; an aligned grid builds it, and
+    # stays within the tile budget's slack)
+    top = 4.0 if scale == 2.0 else 8.0
+    x8_level = cfg.dec_ch * 4 * 4.0 * (top / scale) ** 2 * 2
     cond = cfg.cond_ch * max(cfg.cond_ch_mult[:1]) * 4.0 * 3
     return 1.5 * (csum + x8_level + cond)
 
