@@ -6,7 +6,8 @@ time = fixed time + FLOPs of the run x seconds per FLOP of the engine on this de
   groups and samples included). Per pixel they are a + b / scale^2 (the output-grid parts: CondNet, the
   diffusion on the latent, the CSUM's last level; the input-grid parts: the decoder's features); a and b are
   counted once per model with ``tools.inspect_model.FlopCount`` (on the meta device: shapes only, no arithmetic)
-  at two scales and cached.
+  at two scales and cached. At x2 and x4 the engine skips part of the CSUM's last level
+  (:func:`shortcut_flops`), which is taken off, so that one pace serves every scale.
 - Pace: a fixed time plus seconds per FLOP, fitted (least squares) to the last runs on this device with this
   model, cached; a run whose time drifts from its estimate by more than half replaces them. Before the
   first run it comes from a probe of well under a second (3 x 3 convolutions of the model's width) times
@@ -108,10 +109,26 @@ def flop_terms(model, cache: Path | None = None) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def run_flops(the_plan: dict, terms: tuple[float, float]) -> float:
+def shortcut_flops(model, scale: float) -> float:
+    """FLOPs per output pixel of the whole-image pass that the engine does not spend at the scales where the
+    CSUM's last level lies at twice or four times the output grid (x4 and x2 for the four-level CSUM:
+    engine.decode._averaged_level, _quarter_level): three quarters of that level's conv, which runs on the
+    level below it, (2^(levels-2) / scale)^2 of its pixels per output pixel."""
+    csum = model.first_stage_model.decoder.upsampler
+    if csum.levels < 3 or 2 ** (csum.levels - 1) / scale not in (2.0, 4.0):
+        return 0.0
+    conv = csum.UPNet_x2_list[-1][0]
+    per_px = 2 * 9 * conv.in_channels * conv.out_channels * (2 ** (csum.levels - 2) / scale) ** 2
+    return 0.75 * per_px
+
+
+def run_flops(the_plan: dict, terms: tuple[float, float], model=None) -> float:
+    """FLOPs of the planned run: the whole-image pass's per output pixel (``terms``), less what the engine's
+    shortcuts save at this scale (with ``model``), times the output pixels, band groups and samples."""
     a, b = terms
     s = the_plan["scale"]
-    return (a + b / (s * s)) * the_plan["width"] * the_plan["height"] * the_plan["groups"] * the_plan["samples"]
+    per_px = a + b / (s * s) - (shortcut_flops(model, s) if model is not None else 0.0)
+    return per_px * the_plan["width"] * the_plan["height"] * the_plan["groups"] * the_plan["samples"]
 
 
 # -- rate ----------------------------------------------------------------------------------------------------
@@ -214,7 +231,7 @@ def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile:
 
 def estimate_seconds(the_plan: dict, model, device, cache: Path | None = None) -> tuple[float, float, str]:
     """(seconds, FLOPs, where the rate came from) of the planned run."""
-    flops = run_flops(the_plan, flop_terms(model, cache))
+    flops = run_flops(the_plan, flop_terms(model, cache), model)
     seconds, source = predict(flops, model, device, cache)
     return seconds, flops, source
 

@@ -66,3 +66,24 @@ def test_time_left_moves_from_the_estimate_to_the_pace_seen(monkeypatch):
     now[0] += 30.0
     w = 0.9 ** 0.5
     assert left.seconds(0.9) == pytest.approx((1 - w) * 60 + w * 60 / 0.9 - 60, rel=1e-6)
+
+
+def test_one_pace_serves_every_scale_the_engine_s_shortcuts_counted(cache):
+    """The engine's own arithmetic (counted while it runs) over the estimate's FLOPs is the same at x2, x3 and
+    x4 within 10 %: the CSUM's last level the engine does not build at x2 and x4 is not counted there (without
+    that the ratios spread by 25 %, so a pace learned at one scale was a quarter off at another)."""
+    import numpy as np
+
+    from e2diffsr_core.engine import superresolve_array
+    from e2diffsr_core.tools.inspect_model import FlopCount
+
+    model = build_model("tiny", seed=0)
+    terms = estimate.flop_terms(model, cache)
+    ratios = []
+    for scale in (2.0, 3.0, 4.0):
+        img = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+        with FlopCount() as counted, torch.no_grad():
+            superresolve_array(model, img, scale, seed=0)
+        plan = {"scale": scale, "width": int(64 * scale), "height": int(64 * scale), "groups": 1, "samples": 1}
+        ratios.append(counted.total / estimate.run_flops(plan, terms, model))
+    assert max(ratios) / min(ratios) < 1.1, ratios
