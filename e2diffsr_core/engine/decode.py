@@ -229,13 +229,17 @@ def _quarter_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, 
     oy0, oy1, ox0, ox1 = tile
     th, tw = oy1 - oy0, ox1 - ox0
     phases, bias = _phase_convs(csum.UPNet_x2_list[-1])
-    padded = F.pad(below, (1, 1, 1, 1))  # the conv's own zero padding of the region
+    h, w = below.shape[2], below.shape[3]
     acc = None
     with st.autocast():
         for a in (0, 1):
             for b in (0, 1):
-                ry, rx = 2 * oy0 + a - y0 * f, 2 * ox0 + b - x0 * f  # first row/col read, padded coordinates
-                win = padded[:, :, ry:ry + 2 * th + 1, rx:rx + 2 * tw + 1]
+                r0, c0 = 2 * oy0 + a - y0 * f - 1, 2 * ox0 + b - x0 * f - 1  # first row/col read
+                r1, c1 = r0 + 2 * th + 1, c0 + 2 * tw + 1
+                win = below[:, :, max(0, r0):min(h, r1), max(0, c0):min(w, c1)]
+                pad = (max(0, -c0), max(0, c1 - w), max(0, -r0), max(0, r1 - h))
+                if any(pad):  # the conv's own zero padding, where the window leaves the region
+                    win = F.pad(win, pad)
                 part = F.conv2d(win, phases[1 - a][1 - b].to(win.dtype), stride=2)
                 acc = part if acc is None else acc + part
         out = torch.addcmul(bias.to(acc.dtype)[None, :, None, None], acc, torch.tensor(0.25, dtype=acc.dtype))
