@@ -191,12 +191,20 @@ def exact_bytes(model: E2DiffSR, lr_size, out_size, batch: int, itemsize: int) -
     return int(12 * lr_px * batch + batch * max(cond, lr_maps + prior) * itemsize)
 
 
-def block_side(model: E2DiffSR, device: torch.device, groups: int, ram_budget: float | None = None) -> int:
+BLOCK_MAPS = 16  # a CondNet block's peak memory in maps of its widest level (fp32), halo included: measured
+
+
+def block_side(model: E2DiffSR, device: torch.device, groups: int, ram_budget: float | None = None,
+               halo: int = 0) -> int:
     """Output pixels a side of the bounded engine's CondNet blocks (engine_bounded.encode_blocks): as large as
-    the tile budget holds (its maps: about six of the widest level's, fp32), 256 to 2048, a multiple of 64."""
+    the tile budget holds with the block's ``halo`` each side, 256 to 2048, a multiple of 64. A block's peak
+    is about BLOCK_MAPS maps of CondNet's widest level (the layer's input and output, the normalised and
+    activated copies, the conv's channels-last copies and what the allocator keeps): measured 1.9 KB per
+    pixel of block for the bundled model (32 channels), where six maps had been assumed and a 4 GiB budget
+    peaked at 8.1 GB."""
     budget = _cuda_budget(device) if device.type == "cuda" else tile_budget(ram_budget)
-    per_px = 6 * 4 * model.cond_stage_model.conv_in.out_channels * max(1, groups)
-    side = int(math.sqrt(budget / per_px)) // 64 * 64
+    per_px = BLOCK_MAPS * 4 * model.cond_stage_model.conv_in.out_channels * max(1, groups)
+    side = (int(math.sqrt(budget / per_px)) - 2 * halo) // 64 * 64
     return min(2048, max(256, side))
 
 

@@ -28,6 +28,7 @@ from .bounded import (
     LocalFeatures,
     decoder_stats,
     encode_blocks,
+    encoder_halo,
     encoder_stats,
     local_streamer,
     prior_bytes,
@@ -250,7 +251,7 @@ class TiledSR:
         model, (H, W), tiles = self.model, plan.out_size, plan.tiles()
         enc = model.cond_stage_model
         grid, groups = plan.grid, plan.groups
-        block = block_side(model, self.device, len(groups), self.ram_budget)
+        block = block_side(model, self.device, len(groups), self.ram_budget, encoder_halo(enc))
         blocks = -(-H // block) * -(-W // block)
         ticker = _Progress(io.progress, (blocks + 1, diffusion_units(plan.out_size, plan.window,
                                                                      model.cfg.timesteps), len(tiles) + 1))
@@ -269,7 +270,8 @@ class TiledSR:
             prior = prior_stats(st, model, z0)
             dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device, prior=prior)
             ticker.step(2)
-            budget = tile_budget(self.ram_budget) if self.device.type == "cpu" else 1 << 30
+            # the features' bands share the tile budget with the tiles themselves: half of it each
+            budget = tile_budget(self.ram_budget) / 2 if self.device.type == "cpu" else 1 << 30
             margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
             over = math.ceil((plan.tile + 2 * margin) * grid.lr_size[0] / H) + 24  # a tile's rows, with halos
             feats = LocalFeatures(loc, model, z0, io.read, grid, groups, samples=plan.samples, book=dbook,
