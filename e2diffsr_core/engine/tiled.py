@@ -45,6 +45,7 @@ from .device import (
     exact_bytes,
     feature_budget,
     is_oom,
+    memory_budget,
     reused_memory,
     set_cpu_threads,
     tile_budget,
@@ -270,8 +271,10 @@ class TiledSR:
             prior = prior_stats(st, model, z0)
             dbook = decoder_stats(st, model, z0, io.read, grid, groups, plan.samples, self.device, prior=prior)
             ticker.step(2)
-            # the features' bands share the tile budget with the tiles themselves: half of it each
-            budget = tile_budget(self.ram_budget) / 2 if self.device.type == "cpu" else 1 << 30
+            # the features' bands are held beside the tiles: as much as a tile where the budget has room for
+            # both (the default on most machines), a quarter of the budget where it has not
+            budget = (min(tile_budget(self.ram_budget), memory_budget(self.ram_budget) / 4)
+                      if self.device.type == "cpu" else 1 << 30)
             margin = halo(grid.lr_size, grid.out_size, self.passes, grid) if self.passes else 0
             over = math.ceil((plan.tile + 2 * margin) * grid.lr_size[0] / H) + 24  # a tile's rows, with halos
             feats = LocalFeatures(loc, model, z0, io.read, grid, groups, samples=plan.samples, book=dbook,
