@@ -201,7 +201,7 @@ def block_side(model: E2DiffSR, device: torch.device, groups: int, ram_budget: f
     is about BLOCK_MAPS maps of CondNet's widest level (the layer's input and output, the normalised and
     activated copies, the conv's channels-last copies and what the allocator keeps): measured 1.9 KB per
     pixel of block for the bundled model (32 channels), where six maps had been assumed and a 4 GiB budget
-    peaked at 8.1 GB."""
+    peaked at 8140 MiB."""
     budget = _cuda_budget(device) if device.type == "cuda" else tile_budget(ram_budget)
     per_px = BLOCK_MAPS * 4 * model.cond_stage_model.conv_in.out_channels * max(1, groups)
     side = (int(math.sqrt(budget / per_px)) - 2 * halo) // 64 * 64
