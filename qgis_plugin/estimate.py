@@ -114,8 +114,10 @@ def shortcut_flops(model, scale: float) -> float:
     CSUM's last level lies at twice or four times the output grid (x4 and x2 for the four-level CSUM:
     engine.decode._averaged_level, _quarter_level): three quarters of that level's conv, which runs on the
     level below it, (2^(levels-2) / scale)^2 of its pixels per output pixel."""
+    from e2diffsr_core.engine.device import skipped_level
+
     csum = model.first_stage_model.decoder.upsampler
-    if csum.levels < 3 or 2 ** (csum.levels - 1) / scale not in (2.0, 4.0):
+    if not skipped_level(csum.levels, scale):
         return 0.0
     conv = csum.UPNet_x2_list[-1][0]
     per_px = 2 * 9 * conv.in_channels * conv.out_channels * (2 ** (csum.levels - 2) / scale) ** 2

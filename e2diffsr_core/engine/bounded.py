@@ -332,9 +332,10 @@ def prior_bytes(model, out_size, batch: int, itemsize: int) -> int:
 
 
 def decoder_stats(st: Streamer, model, z0, read, grid: GridMap, groups, samples: int, device, *,
-                  prior: StatsBook | None = None) -> StatsBook:
-    """The decoder's statistics (prior branch, contrast attention) from sample windows of the LR grid; with
-    ``prior`` (:func:`prior_stats`) the prior branch's are those, and only the LR grid's are sampled."""
+                  prior: StatsBook) -> StatsBook:
+    """The decoder's statistics: the prior branch's given (``prior``, :func:`prior_stats`), the LR grid's
+    (modulation, contrast attention) from sample windows; the windows' prior maps are computed on latent
+    crops around them with the given statistics."""
     dec = model.first_stage_model.decoder
     h, w = grid.lr_size
     lat = (z0.acc.shape[2], z0.acc.shape[3])
@@ -347,15 +348,8 @@ def decoder_stats(st: Streamer, model, z0, read, grid: GridMap, groups, samples:
     lr = torch.cat([_normalised(read(b[2], b[0], side[1], side[0])[0], groups, samples, device) for b in boxes])
     z = torch.cat([torch.from_numpy(z0.read(*win.box[0], *win.box[1])) for win in windows]).to(device)
     book = StatsBook()
-    m_lat = [phalo if s < n else 0 for s, n in zip(size, lat)]
-    m_lr = [halo if s < n else 0 for s, n in zip(side, (h, w))]
-
-    def margin(hh, ww):
-        if (hh, ww) == tuple(side):
-            return tuple(m_lr) if (hh, ww) != size else (max(m_lr[0], m_lat[0]), max(m_lr[1], m_lat[1]))
-        return tuple(m_lat)
-
-    st.stats = book.recorder(len(boxes), margin, prior)
+    m_lr = tuple(halo if s < n else 0 for s, n in zip(side, (h, w)))  # every recorded pass is on the LR grid
+    st.stats = book.recorder(len(boxes), lambda hh, ww: m_lr, prior)
     try:
         _decode_features(st, model, z, lr, grid, windows).free()
     finally:

@@ -173,22 +173,36 @@ def _scales_by(grid: GridMap, factor: int) -> bool:
     return not grid.aligned and all(o == n * factor for o, n in zip(grid.out_size, grid.lr_size))
 
 
+def _derived(conv: torch.nn.Conv2d, name: str, build):
+    """``build(conv)``, cached on the module under ``name`` and rebuilt when its weights change."""
+    key = (conv.weight._version, conv.weight.data_ptr(), conv.bias._version)
+    cached = getattr(conv, name, None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad():
+            cached = (key, build(conv))
+        setattr(conv, name, cached)
+    return cached[1]
+
+
+def _phase_weights(conv: torch.nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv3x3 + PixelShuffle(2)'s weights by sub-pixel phase [C, 2 (dy), 2 (dx), Cin, 3, 3] and biases [C, 4]."""
+    c_out = conv.out_channels // 4
+    return conv.weight.detach().view(c_out, 2, 2, *conv.weight.shape[1:]), conv.bias.detach().view(c_out, 4)
+
+
 def _averaged_conv(up: torch.nn.Sequential) -> torch.nn.Conv2d:
     """conv3x3 + PixelShuffle(2) followed by an exact 2x bilinear reduction (every output pixel the mean of
     the four sub-pixels it covers) is one conv3x3 whose weights are the mean over the four sub-pixel phases:
     a quarter of the arithmetic, no x2 map, no resize. Cached on the module."""
-    conv = up[0]
-    key = (conv.weight._version, conv.weight.data_ptr(), conv.bias._version)  # weights changed: rebuild
-    cached = getattr(conv, "_phase_mean", None)
-    if cached is None or cached[0] != key:
-        c_out = conv.out_channels // 4
-        mean = torch.nn.Conv2d(conv.in_channels, c_out, 3, padding=1).to(conv.weight.device, conv.weight.dtype)
-        with torch.no_grad():
-            mean.weight.copy_(conv.weight.view(c_out, 4, *conv.weight.shape[1:]).mean(1))
-            mean.bias.copy_(conv.bias.view(c_out, 4).mean(1))
-        cached = (key, mean.to(memory_format=torch.channels_last))
-        conv._phase_mean = cached
-    return cached[1]
+    def build(conv):
+        weight, bias = _phase_weights(conv)
+        mean = torch.nn.Conv2d(conv.in_channels, bias.shape[0], 3, padding=1).to(conv.weight.device,
+                                                                                conv.weight.dtype)
+        mean.weight.copy_(weight.flatten(1, 2).mean(1))
+        mean.bias.copy_(bias.mean(1))
+        return mean.to(memory_format=torch.channels_last)
+
+    return _derived(up[0], "_phase_mean", build)
 
 
 def _averaged_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, f: int) -> torch.Tensor:
@@ -203,16 +217,12 @@ def _averaged_level(st: Streamer, csum, below: torch.Tensor, region_below, tile,
 def _phase_convs(up: torch.nn.Sequential) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
     """The weights of conv3x3 + PixelShuffle(2) by sub-pixel phase: [dy][dx] -> [C, Cin, 3, 3], and the mean
     bias over the four phases. Cached on the module."""
-    conv = up[0]
-    key = (conv.weight._version, conv.weight.data_ptr(), conv.bias._version)
-    cached = getattr(conv, "_phases", None)
-    if cached is None or cached[0] != key:
-        c_out = conv.out_channels // 4
-        w = conv.weight.detach().view(c_out, 2, 2, *conv.weight.shape[1:])
-        phases = [[w[:, dy, dx].contiguous(memory_format=torch.channels_last) for dx in (0, 1)] for dy in (0, 1)]
-        cached = (key, phases, conv.bias.detach().view(c_out, 4).mean(1))
-        conv._phases = cached
-    return cached[1], cached[2]
+    def build(conv):
+        weight, bias = _phase_weights(conv)
+        return ([[weight[:, dy, dx].contiguous(memory_format=torch.channels_last) for dx in (0, 1)]
+                 for dy in (0, 1)], bias.mean(1))
+
+    return _derived(up[0], "_phases", build)
 
 
 def _quarter_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, f: int) -> torch.Tensor:
