@@ -10,6 +10,7 @@ import ctypes
 import math
 import os
 import platform
+import threading
 
 import torch
 
@@ -73,6 +74,10 @@ def _glibc():
         return None
 
 
+_reuse_lock = threading.Lock()
+_reuse_runs = 0
+
+
 @contextlib.contextmanager
 def reused_memory():
     """Large buffers come from the heap and are reused for the run instead of being mapped and unmapped.
@@ -81,21 +86,28 @@ def reused_memory():
     kernel zeroes on first touch: the engine's bands of feature maps (tens of MiB each, allocated and freed by
     every layer) then spend more time in page faults than in arithmetic (4 s of system time in the README job;
     an elementwise pass over a band ran 3-5x slower than with reused memory). For the duration of a run,
-    large blocks come from the heap and freed memory is kept for the next band; afterwards the defaults come
-    back and the heap is trimmed, so the process (e.g. QGIS) gets the memory back. Other C libraries:
-    nothing changes."""
+    large blocks come from the heap and freed memory is kept for the next band; when the last run of the
+    process ends (runs in several threads, e.g. two QGIS tasks, share the setting) the defaults come back and
+    the heap is trimmed, so the process (e.g. QGIS) gets the memory back. Other C libraries: nothing changes."""
+    global _reuse_runs
     libc = _glibc()
     if libc is None:
         yield
         return
-    libc.mallopt(_M_MMAP_MAX, 0)
-    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    with _reuse_lock:
+        _reuse_runs += 1
+        if _reuse_runs == 1:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     try:
         yield
     finally:
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
-        libc.malloc_trim(0)
+        with _reuse_lock:
+            _reuse_runs -= 1
+            if _reuse_runs == 0:
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+                libc.malloc_trim(0)
 
 
 def skipped_level(levels: int, scale: float) -> int:
