@@ -1,12 +1,13 @@
 """Large rasters: time per output Mpx, temporary bytes written per output pixel and peak RSS (JSON).
 
-    nice -n 5 .venv/bin/python benchmarks/bench_large.py [--sizes readme,2.5,16] [--with-64] [--memory 4G]
+    nice -n 5 .venv/bin/python benchmarks/bench_large.py [--sizes readme,2.5,16,64x4] [--with-64] [--memory 4G]
         [--bounded-memory 256M] [--other CHECKOUT] [--repeats 1]
 
 Each run is a fresh process running ``superresolve`` with the bundled model on the CPU (default settings):
 ``readme`` is the README job (the bundled 400 x 400 sample at x4, 2.56 Mpx of output), ``16`` a 2000 x 2000
 mosaic of the sample at x2 (16 Mpx), ``64`` (``--with-64``, slow) a 4000 x 4000 mosaic at x2, ``2.5`` an
-800 x 800 mosaic at x2 (the README job's output area at the large rasters' scale). ``--bounded-memory SIZE``
+800 x 800 mosaic at x2 (the README job's output area at the large rasters' scale); ``16x4`` and ``64x4`` the
+same output areas as ``16`` and ``64`` at the README job's scale (1000 x 1000 and 2000 x 2000 mosaics at x4). ``--bounded-memory SIZE``
 runs every size a second time with that budget (small enough to force the bounded engine): the two
 engines side by side on the same raster. Reported per
 run: engine seconds, output Mpx/s and seconds per output Mpx, the bytes the process wrote to disk
@@ -116,9 +117,13 @@ def run_one(code: Path, raster: Path, scale: float, out_dir: Path, options: dict
             "peak_rss_mib": round(res["peak_rss_mib"], 1), "tile": res["tile"]}
 
 
+# size name: (mosaic side, scale)
+MOSAICS = {"2.5": (800, 2.0), "16": (2000, 2.0), "64": (4000, 2.0), "16x4": (1000, 4.0), "64x4": (2000, 4.0)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="readme,16", help="comma-separated: readme, 16, 64")
+    ap.add_argument("--sizes", default="readme,16", help="comma-separated: readme, 2.5, 16, 64, 16x4, 64x4")
     ap.add_argument("--with-64", action="store_true", help="add the 64 Mpx case (4000 x 4000 at x2; slow)")
     ap.add_argument("--memory", default=None, help="--memory of every run (default: the engine's own)")
     ap.add_argument("--bounded-memory", default=None, help="also run every size with this --memory")
@@ -141,8 +146,8 @@ def main() -> None:
             if size == "readme":
                 raster, scale = SAMPLE, 4.0
             else:
-                side = {"2.5": 800, "16": 2000, "64": 4000}[size]
-                raster, scale = d / f"mosaic{side}.tif", 2.0
+                side, scale = MOSAICS[size]
+                raster = d / f"mosaic{side}.tif"
                 make_mosaic(raster, side)
             runs: dict[str, list[dict]] = {name: [] for name in variants}
             for k in range(args.repeats):
