@@ -131,7 +131,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workdir", default=None, help="where rasters and outputs go (default: a temporary folder)")
     args = ap.parse_args()
-    sizes = [s for s in args.sizes.split(",") if s] + (["64"] if args.with_64 and "64" not in args.sizes else [])
+    sizes = [s for s in args.sizes.split(",") if s]
+    sizes += ["64"] if args.with_64 and "64" not in sizes else []
     options = {} if args.memory is None else {"memory": args.memory}
     variants = {"this": (ROOT, options)}
     if args.bounded_memory:
