@@ -7,13 +7,13 @@ Each run is a fresh process running ``superresolve`` with the bundled model on t
 ``readme`` is the README job (the bundled 400 x 400 sample at x4, 2.56 Mpx of output), ``16`` a 2000 x 2000
 mosaic of the sample at x2 (16 Mpx), ``64`` (``--with-64``, slow) a 4000 x 4000 mosaic at x2, ``2.5`` an
 800 x 800 mosaic at x2 (the README job's output area at the large rasters' scale); ``16x4`` and ``64x4`` the
-same output areas as ``16`` and ``64`` at the README job's scale (1000 x 1000 and 2000 x 2000 mosaics at x4). ``--bounded-memory SIZE``
-runs every size a second time with that budget (small enough to force the bounded engine): the two
-engines side by side on the same raster. Reported per
-run: engine seconds, output Mpx/s and seconds per output Mpx, the bytes the process wrote to disk
-(``/proc/self/io`` write_bytes) less the output file, per output pixel, the largest size the run folder
-reached (sampled every 0.2 s), and the peak RSS. With ``--other`` every size also runs on that checkout,
-alternately (the machine is shared: compare ratios measured side by side, not absolute times).
+same output areas as ``16`` and ``64`` at the README job's scale (1000 x 1000 and 2000 x 2000 mosaics at
+x4). ``--bounded-memory SIZE`` runs every size a second time with that budget (small enough to force the
+bounded engine): the two engines side by side on the same raster. Reported per run: engine seconds,
+output Mpx/s and seconds per output Mpx, the bytes the process wrote to disk (``/proc/self/io``
+write_bytes) less the output file, per output pixel, the largest size the run folder reached (sampled
+every 0.2 s), and the peak RSS. With ``--other`` every size also runs on that checkout, alternately (the
+machine is shared: compare ratios measured side by side, not absolute times).
 """
 
 from __future__ import annotations
