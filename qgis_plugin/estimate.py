@@ -111,17 +111,26 @@ def flop_terms(model, cache: Path | None = None) -> tuple[float, float]:
 
 def shortcut_flops(model, scale: float) -> float:
     """FLOPs per output pixel of the whole-image pass that the engine does not spend at the scales where the
-    CSUM's last level lies at twice or four times the output grid (x4 and x2 for the four-level CSUM:
-    engine.decode._averaged_level, _quarter_level): three quarters of that level's conv, which runs on the
-    level below it, (2^(levels-2) / scale)^2 of its pixels per output pixel."""
+    CSUM's last level lies at twice or four times the output grid (x4 and x2 for the four-level CSUM).
+    Twice (engine.decode._averaged_level): three quarters of that level's conv, which runs on the level
+    below it, (2^(levels-2) / scale)^2 of its pixels per output pixel. Four times (_composed_level): the last
+    two convs, on four and one times the output's pixels, become one conv of the last level's phase mean on
+    the output grid and one 5 x 5 conv there, each with a quarter of the output channels."""
     from e2diffsr_core.engine.device import skipped_level
 
     csum = model.first_stage_model.decoder.upsampler
-    if not skipped_level(csum.levels, scale):
+    skipped = skipped_level(csum.levels, scale)
+    if not skipped:
         return 0.0
-    conv = csum.UPNet_x2_list[-1][0]
-    per_px = 2 * 9 * conv.in_channels * conv.out_channels * (2 ** (csum.levels - 2) / scale) ** 2
-    return 0.75 * per_px
+    last = csum.UPNet_x2_list[-1][0]
+    pairs = last.in_channels * last.out_channels  # per tap of the 3 x 3 kernel
+    if skipped == 2:
+        return 0.75 * 2 * 9 * pairs * (2 ** (csum.levels - 2) / scale) ** 2
+    prev = csum.UPNet_x2_list[-2][0]
+    on_grid = (2 ** (csum.levels - 3) / scale) ** 2  # pixels of the level on the output grid per output pixel
+    whole = 2 * 9 * (prev.in_channels * prev.out_channels + 4 * pairs) * on_grid
+    engine = 2 * (9 * prev.in_channels * prev.out_channels + 25 * pairs) / 4 * on_grid
+    return whole - engine
 
 
 def run_flops(the_plan: dict, terms: tuple[float, float], model=None) -> float:

@@ -540,3 +540,47 @@ def test_runs_reuse_large_blocks_and_return_them_afterwards():
     if done.returncode == 3:
         pytest.skip("glibc only")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_the_csum_s_upper_levels_from_the_level_on_the_output_grid_are_the_model_s(scale):
+    """Where the CSUM's last level lies at four times the output grid (x2) the engine builds neither it nor
+    the level between (one 5 x 5 conv on the output grid, with fewer taps on the raster's outermost rows and
+    columns); at twice the output grid (x4) it builds no last level (one averaged conv). Bundled weights: both
+    give the model's own levels, built and resized, on every tile: corners, edges, inside, one pixel wide."""
+    import types
+
+    import torch.nn.functional as F
+
+    from e2diffsr_core.api import open_model
+    from e2diffsr_core.engine import decode
+
+    csum = open_model(None, "cpu").first_stage_model.decoder.upsampler
+    st = types.SimpleNamespace(autocast=torch.no_grad, store=types.SimpleNamespace(dtype=torch.float32),
+                               conv=lambda conv, x: conv(x))
+    torch.manual_seed(0)
+    h, w = 36, 44  # the level on the output grid (x2: level 1; x4: level 2), which is the output's size
+    k = 1 if scale == 2 else 2
+    level = torch.randn(1, csum.UPNet_x2_list[0][0].in_channels, h, w)
+    with torch.no_grad():
+        levels = [level]
+        for up in csum.UPNet_x2_list[k:]:
+            levels.append(up(levels[-1]))
+        want = [F.interpolate(lv, size=(h, w), mode="bilinear", align_corners=False) for lv in levels[1:]]
+        f = 2 ** k  # output pixels per LR pixel
+        for tile in [(0, h, 0, w), (0, 7, 0, 9), (31, h, 40, w), (10, 22, 6, 30), (0, 1, 20, 21), (h - 1, h, 0, w)]:
+            oy0, oy1, ox0, ox1 = tile
+            # the region of the level a tile is given: what it reads, two output pixels of margin, in LR units
+            region = ((max(0, (oy0 - 2) // f), min(h // f, -(-(oy1 + 2) // f))),
+                      (max(0, (ox0 - 2) // f), min(w // f, -(-(ox1 + 2) // f))))
+            (y0, y1), (x0, x1) = region
+            crop = level[:, :, y0 * f:y1 * f, x0 * f:x1 * f]
+            if scale == 2:
+                got = [decode._averaged_level(st, csum.UPNet_x2_list[-2], crop, region, tile, f),
+                       decode._composed_level(st, csum, crop, region, tile, (h, w))]
+            else:
+                got = [decode._averaged_level(st, csum.UPNet_x2_list[-1], crop, region, tile, f)]
+            for g, ref in zip(got, want[-len(got):]):
+                ref = ref[:, :, oy0:oy1, ox0:ox1]
+                assert g.shape == ref.shape
+                assert (g - ref).abs().max() < 1e-4 * ref.abs().max(), (tile, (g - ref).abs().max())

@@ -118,10 +118,13 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     resized = []
     for k in range(csum.levels):
         if k == csum.levels - 1 and _scales_by(grid, 2 ** (k - 1)):
-            resized.append(_averaged_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)))
+            resized.append(_averaged_level(st, csum.UPNet_x2_list[-1], level, regions[k - 1], tile, 2 ** (k - 1)))
             break
-        if k == csum.levels - 1 and k >= 2 and _scales_by(grid, 2 ** (k - 2)):
-            resized.append(_quarter_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1)))
+        if k == csum.levels - 2 and k >= 1 and _scales_by(grid, 2 ** (k - 1)):
+            # the last two levels lie at twice and four times the output grid: both straight from the level
+            # on the output grid, neither built
+            resized.append(_averaged_level(st, csum.UPNet_x2_list[k - 1], level, regions[k - 1], tile, 2 ** (k - 1)))
+            resized.append(_composed_level(st, csum, level, regions[k - 1], tile, grid.out_size))
             break
         if k:
             (py0, _), (px0, _) = regions[k - 1]
@@ -173,9 +176,10 @@ def _scales_by(grid: GridMap, factor: int) -> bool:
     return not grid.aligned and all(o == n * factor for o, n in zip(grid.out_size, grid.lr_size))
 
 
-def _derived(conv: torch.nn.Conv2d, name: str, build):
-    """``build(conv)``, cached on the module under ``name`` and rebuilt when its weights change."""
-    key = (conv.weight._version, conv.weight.data_ptr(), conv.bias._version)
+def _derived(conv: torch.nn.Conv2d, name: str, build, *also: torch.nn.Conv2d):
+    """``build(conv)``, cached on the module under ``name`` and rebuilt when its weights (or those of the
+    convs in ``also``, which the result depends on too) change."""
+    key = tuple((c.weight._version, c.weight.data_ptr(), c.bias._version) for c in (conv, *also))
     cached = getattr(conv, name, None)
     if cached is None or cached[0] != key:
         with torch.no_grad():
@@ -205,54 +209,103 @@ def _averaged_conv(up: torch.nn.Sequential) -> torch.nn.Conv2d:
     return _derived(up[0], "_phase_mean", build)
 
 
-def _averaged_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, f: int) -> torch.Tensor:
-    """The last CSUM level resized to the output tile when its grid is twice the output's: the level below
-    is on the output grid itself, covering LR rows/cols ``region_below`` (x ``f`` pixels each)."""
+def _averaged_level(st: Streamer, up: torch.nn.Sequential, below: torch.Tensor, region_below, tile,
+                    f: int) -> torch.Tensor:
+    """The level that ``up`` (conv3x3 + PixelShuffle(2)) builds from ``below``, resized to the output tile, when
+    its grid is twice the output's: ``below`` is on the output grid itself, covering LR rows/cols
+    ``region_below`` (x ``f`` pixels each)."""
     (y0, _), (x0, _) = region_below
     oy0, oy1, ox0, ox1 = tile
-    out = st.conv(_averaged_conv(csum.UPNet_x2_list[-1]), below)
+    out = st.conv(_averaged_conv(up), below)
     return out[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
 
 
-def _phase_convs(up: torch.nn.Sequential) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
-    """The weights of conv3x3 + PixelShuffle(2) by sub-pixel phase: [dy][dx] -> [C, Cin, 3, 3], and the mean
-    bias over the four phases. Cached on the module."""
-    def build(conv):
-        weight, bias = _phase_weights(conv)
-        return ([[weight[:, dy, dx].contiguous(memory_format=torch.channels_last) for dx in (0, 1)]
-                 for dy in (0, 1)], bias.mean(1))
-
-    return _derived(up[0], "_phases", build)
+_TAPS = (-1, 0, 1, 2)  # the rows (cols) 2i + u, u in _TAPS, of the level at twice the output grid that
+# the last level's conv reads for output pixel i when the last level is reduced 4x (see _composed_level)
 
 
-def _quarter_level(st: Streamer, csum, below: torch.Tensor, region_below, tile, f: int) -> torch.Tensor:
-    """The last CSUM level resized to the output tile when its grid is four times the output's (x2 for a
-    four-level CSUM): the level below lies on twice the output grid, covering LR rows/cols ``region_below``
-    (x ``f`` pixels each).
+def _composed_weights(csum, rows: tuple[int, ...], cols: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5 x 5 conv on the output grid that gives the CSUM's last level, reduced 4x, from the level on the
+    output grid (two levels below), counting only the taps ``rows`` x ``cols`` (of _TAPS) of the level
+    between them: all of them inside the raster, fewer on its outermost rows and columns (the level between
+    is zero beyond the raster for the last conv, not the previous conv's extrapolation). Weights [C, Cin,
+    5, 5] and bias [C], cached on the last conv for every (rows, cols) asked."""
+    prev, last = csum.UPNet_x2_list[-2][0], csum.UPNet_x2_list[-1][0]
 
-    The exact 4x bilinear reduction (align_corners=False) reads, per axis, the sub-pixels 4i + 1 and 4i + 2 of
-    the last level with weights 1/2: sub-pixel 1 of the level below's pixel 2i and sub-pixel 0 of its pixel
-    2i + 1. So output pixel (i, j) is the mean over a, b in {0, 1} of the conv's phase (1 - a, 1 - b) at the
-    level below's pixel (2i + a, 2j + b): four stride-2 convs with a quarter of the weights each, a quarter
-    of the arithmetic of the conv at every pixel, and no map at four times the output grid."""
-    (y0, _), (x0, _) = region_below
-    oy0, oy1, ox0, ox1 = tile
-    th, tw = oy1 - oy0, ox1 - ox0
-    phases, bias = _phase_convs(csum.UPNet_x2_list[-1])
-    h, w = below.shape[2], below.shape[3]
-    acc = None
-    with st.autocast():
+    def build(_):
+        return {}
+
+    cache = _derived(last, "_composed", build, prev)
+    if (rows, cols) in cache:
+        return cache[(rows, cols)]
+    with torch.no_grad():
+        w1, b1 = (t.double() for t in _phase_weights(prev))  # [C, 2, 2, Cin, 3, 3], [C, 4]
+        w3, b3 = (t.double() for t in _phase_weights(last))
+        c_out, c_in = w3.shape[0], w1.shape[3]
+        # the exact 4x bilinear reduction reads sub-pixels 4i + 1 and 4i + 2 of the last level (weights 1/2):
+        # phase 1 of the middle level's pixel 2i and phase 0 of 2i + 1; each reads a 3 x 3 neighbourhood of the
+        # middle level, so output pixel i reads its rows 2i - 1 .. 2i + 2 through a 4 x 4 kernel k
+        k = torch.zeros(c_out, w3.shape[3], 4, 4, dtype=torch.float64)
         for a in (0, 1):
             for b in (0, 1):
-                r0, c0 = 2 * oy0 + a - y0 * f - 1, 2 * ox0 + b - x0 * f - 1  # first row/col read
-                r1, c1 = r0 + 2 * th + 1, c0 + 2 * tw + 1
-                win = below[:, :, max(0, r0):min(h, r1), max(0, c0):min(w, c1)]
-                pad = (max(0, -c0), max(0, c1 - w), max(0, -r0), max(0, r1 - h))
-                if any(pad):  # the conv's own zero padding, where the window leaves the region
-                    win = F.pad(win, pad)
-                part = F.conv2d(win, phases[1 - a][1 - b].to(win.dtype), stride=2)
-                acc = part if acc is None else acc + part
-        out = torch.addcmul(bias.to(acc.dtype)[None, :, None, None], acc, torch.tensor(0.25, dtype=acc.dtype))
+                k[:, :, a:a + 3, b:b + 3] += 0.25 * w3[:, 1 - a, 1 - b]
+        weight = torch.zeros(c_out, c_in, 5, 5, dtype=torch.float64)
+        bias = b3.mean(1).clone()
+        # the middle level's row 2i + u is phase u mod 2 of the output-grid level's row i + (u - u mod 2) / 2
+        for u in rows:
+            for v in cols:
+                p, q = u % 2, v % 2
+                dy, dx = (u - p) // 2, (v - q) // 2
+                tap = k[:, :, u + 1, v + 1]
+                weight[:, :, dy + 1:dy + 4, dx + 1:dx + 4] += torch.einsum("oc,cikl->oikl", tap, w1[:, p, q])
+                bias += tap @ b1[:, 2 * p + q]
+        cache[(rows, cols)] = (weight.to(last.weight.dtype).contiguous(memory_format=torch.channels_last),
+                               bias.to(last.bias.dtype))
+    return cache[(rows, cols)]
+
+
+def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, out_size) -> torch.Tensor:
+    """The CSUM's last level resized to the output tile when its grid is four times the output's (x2 for a
+    four-level CSUM), computed from the level on the output grid (``level``, covering LR rows/cols ``region``,
+    x 2 pixels each) without building the two levels above it.
+
+    Both levels above are linear in it (conv3x3 + PixelShuffle(2), twice, with nothing between), and the exact
+    4x bilinear reduction reads only the sub-pixels 4i + 1 and 4i + 2 of the last level: so the whole chain is
+    one 5 x 5 conv on the output grid (_composed_weights), 25 multiply-adds per channel pair and output
+    pixel instead of 36 + 144 for the two convs as the model runs them (36 + 36 with the middle level built
+    and only the read sub-pixels of the last). On the raster's outermost rows and columns the middle level's
+    taps beyond the raster drop out of the kernel (the last conv's zero padding)."""
+    (y0, _), (x0, _) = region
+    oy0, oy1, ox0, ox1 = tile
+    th, tw = oy1 - oy0, ox1 - ox0
+    h, w = level.shape[2], level.shape[3]
+    r0, c0 = oy0 - 2 - y0 * 2, ox0 - 2 - x0 * 2  # the first row/col read, two beyond the tile
+    r1, c1 = r0 + th + 4, c0 + tw + 4
+    win = level[:, :, max(0, r0):min(h, r1), max(0, c0):min(w, c1)]
+    pad = (max(0, -c0), max(0, c1 - w), max(0, -r0), max(0, r1 - h))
+    if any(pad):  # the first conv's own zero padding, where the window leaves the region (the raster's edge)
+        win = F.pad(win, pad)
+    win = win.contiguous(memory_format=torch.channels_last)
+
+    def taps(i: int, n: int) -> tuple[int, ...]:
+        return tuple(u for u in _TAPS if 0 <= 2 * i + u < 2 * n)
+
+    def part(a: int, b: int, c: int, d: int, rows=_TAPS, cols=_TAPS) -> torch.Tensor:
+        weight, bias = _composed_weights(csum, rows, cols)
+        return F.conv2d(win[:, :, a:b + 4, c:d + 4], weight.to(win.dtype), bias.to(win.dtype))
+
+    (H, W) = out_size
+    edge_rows = [(i - oy0, taps(i, H)) for i in sorted({0, H - 1}) if oy0 <= i < oy1]
+    edge_cols = [(j - ox0, taps(j, W)) for j in sorted({0, W - 1}) if ox0 <= j < ox1]
+    with st.autocast():
+        out = part(0, th, 0, tw)
+        for i, rows in edge_rows:
+            out[:, :, i:i + 1] = part(i, i + 1, 0, tw, rows=rows)
+        for j, cols in edge_cols:
+            out[:, :, :, j:j + 1] = part(0, th, j, j + 1, cols=cols)
+        for i, rows in edge_rows:
+            for j, cols in edge_cols:
+                out[:, :, i:i + 1, j:j + 1] = part(i, i + 1, j, j + 1, rows, cols)
     return out.to(st.store.dtype)
 
 

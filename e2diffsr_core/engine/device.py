@@ -112,8 +112,9 @@ def reused_memory():
 
 def skipped_level(levels: int, scale: float) -> int:
     """How many times the output grid the CSUM's last level lies at where the engine does not build it but
-    reduces it straight from the level below (2: engine.decode._averaged_level, x4 for four levels; 4:
-    _quarter_level, x2); 0 at every other scale (an output aligned to another grid builds it too)."""
+    reduces it straight from a level below (2: from the level below, engine.decode._averaged_level, x4 for
+    four levels; 4: from the level on the output grid, the level between not built either, _composed_level,
+    x2); 0 at every other scale (an output aligned to another grid builds it too)."""
     ratio = 2 ** (levels - 1) / scale
     return int(ratio) if levels >= 3 and ratio in (2.0, 4.0) else 0
 
@@ -123,10 +124,11 @@ def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
     cfg = model.cfg
     csum = (4 * cfg.dec_ch + 3 * cfg.csum_hidden) * 4.0
     # the largest CSUM level built and its pre-shuffle conv: the last level, except where it lies at four
-    # times the output grid and is reduced from the level below without being built (an aligned grid builds
-    # it, and stays within the tile budget's slack); at twice the output grid it is counted all the same
+    # times the output grid and neither it nor the level below is built (both come from the level on the
+    # output grid: engine.decode._composed_level; an aligned grid builds them, and stays within the tile
+    # budget's slack); at twice the output grid it is counted all the same
     levels = model.first_stage_model.decoder.upsampler.levels
-    top = 2.0 ** (levels - (2 if skipped_level(levels, scale) == 4 else 1))
+    top = 2.0 ** (levels - (3 if skipped_level(levels, scale) == 4 else 1))
     x8_level = cfg.dec_ch * 4 * 4.0 * (top / scale) ** 2 * 2
     cond = cfg.cond_ch * max(cfg.cond_ch_mult[:1]) * 4.0 * 3
     return 1.5 * (csum + x8_level + cond)
