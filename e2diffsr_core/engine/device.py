@@ -119,26 +119,28 @@ def skipped_level(levels: int, scale: float) -> int:
     return int(ratio) if levels >= 3 and ratio in (2.0, 4.0) else 0
 
 
-def bytes_per_output_pixel(model: E2DiffSR, scale: float) -> float:
-    """Rough peak activation memory per output pixel of one tile (fp32), dominated by the CSUM."""
+def bytes_per_output_pixel(model: E2DiffSR, scale: float, shortcut: bool = True) -> float:
+    """Rough peak activation memory per output pixel of one tile (fp32), dominated by the CSUM; ``shortcut``:
+    the output grid is the default mapping, where the engine does not build the levels it can reduce
+    (False: an output aligned to another grid, which builds every level)."""
     cfg = model.cfg
     csum = (4 * cfg.dec_ch + 3 * cfg.csum_hidden) * 4.0
     # the largest CSUM level built and its pre-shuffle conv: the last level, except where it lies at four
     # times the output grid and neither it nor the level below is built (both come from the level on the
-    # output grid: engine.decode._composed_level; an aligned grid builds them, and stays within the tile
-    # budget's slack); at twice the output grid it is counted all the same
+    # output grid: engine.decode._composed_level); at twice the output grid it is counted all the same
     levels = model.first_stage_model.decoder.upsampler.levels
-    top = 2.0 ** (levels - (3 if skipped_level(levels, scale) == 4 else 1))
+    top = 2.0 ** (levels - (3 if shortcut and skipped_level(levels, scale) == 4 else 1))
     x8_level = cfg.dec_ch * 4 * 4.0 * (top / scale) ** 2 * 2
     cond = cfg.cond_ch * max(cfg.cond_ch_mult[:1]) * 4.0 * 3
     return 1.5 * (csum + x8_level + cond)
 
 
 def auto_tile(model: E2DiffSR, device: torch.device, scale: float, batch: int = 1,
-              ram_budget: float | None = None) -> int:
-    """Largest tile (output px, multiple of 64) whose estimated working set fits the device's free memory."""
+              ram_budget: float | None = None, shortcut: bool = True) -> int:
+    """Largest tile (output px, multiple of 64) whose estimated working set fits the device's free memory
+    (``shortcut`` as :func:`bytes_per_output_pixel`'s)."""
     budget = _cuda_budget(device) if device.type == "cuda" else tile_budget(ram_budget)
-    px = budget / (bytes_per_output_pixel(model, scale) * max(1, batch))
+    px = budget / (bytes_per_output_pixel(model, scale, shortcut) * max(1, batch))
     side = int(math.sqrt(max(px, 1.0))) // 64 * 64
     return int(min(max(side, 128), 1024 if device.type == "cpu" else 2048))
 
