@@ -577,7 +577,7 @@ def test_the_csum_s_upper_levels_from_the_level_on_the_output_grid_are_the_model
             crop = level[:, :, y0 * f:y1 * f, x0 * f:x1 * f]
             if scale == 2:
                 got = [decode._averaged_level(st, csum.UPNet_x2_list[-2], crop, region, tile, f),
-                       decode._composed_level(st, csum, crop, region, tile, (h, w))]
+                       decode._composed_level(st, csum, crop, region, tile, f, (h, w))]
             else:
                 got = [decode._averaged_level(st, csum.UPNet_x2_list[-1], crop, region, tile, f)]
             for g, ref in zip(got, want[-len(got):]):

@@ -124,7 +124,7 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
             # the last two levels lie at twice and four times the output grid: both straight from the level
             # on the output grid, neither built
             resized.append(_averaged_level(st, csum.UPNet_x2_list[k - 1], level, regions[k - 1], tile, 2 ** (k - 1)))
-            resized.append(_composed_level(st, csum, level, regions[k - 1], tile, grid.out_size))
+            resized.append(_composed_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1), grid.out_size))
             break
         if k:
             (py0, _), (px0, _) = regions[k - 1]
@@ -264,10 +264,10 @@ def _composed_weights(csum, rows: tuple[int, ...], cols: tuple[int, ...]) -> tup
     return cache[(rows, cols)]
 
 
-def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, out_size) -> torch.Tensor:
+def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, f: int, out_size) -> torch.Tensor:
     """The CSUM's last level resized to the output tile when its grid is four times the output's (x2 for a
     four-level CSUM), computed from the level on the output grid (``level``, covering LR rows/cols ``region``,
-    x 2 pixels each) without building the two levels above it.
+    x ``f`` pixels each) without building the two levels above it.
 
     Both levels above are linear in it (conv3x3 + PixelShuffle(2), twice, with nothing between), and the exact
     4x bilinear reduction reads only the sub-pixels 4i + 1 and 4i + 2 of the last level: so the whole chain is
@@ -279,7 +279,7 @@ def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, out_s
     oy0, oy1, ox0, ox1 = tile
     th, tw = oy1 - oy0, ox1 - ox0
     h, w = level.shape[2], level.shape[3]
-    r0, c0 = oy0 - 2 - y0 * 2, ox0 - 2 - x0 * 2  # the first row/col read, two beyond the tile
+    r0, c0 = oy0 - 2 - y0 * f, ox0 - 2 - x0 * f  # the first row/col read, two beyond the tile
     r1, c1 = r0 + th + 4, c0 + tw + 4
     win = level[:, :, max(0, r0):min(h, r1), max(0, c0):min(w, c1)]
     pad = (max(0, -c0), max(0, c1 - w), max(0, -r0), max(0, r1 - h))
