@@ -31,29 +31,36 @@ def _device_label(device: torch.device) -> str:
     return "the CPU"
 
 
-def _area_size(source: str, scale: float, kwargs: dict) -> tuple[int, int] | None:
-    """The output size of a run limited to a processing area (None for the whole layer)."""
-    if not (kwargs.get("extent") or kwargs.get("mask")):
-        return None
+def _run_grid(source: str, scale: float, kwargs: dict) -> tuple[tuple[int, int] | None, bool]:
+    """The output size of a run limited to a processing area (None for the whole layer), and whether the
+    engine's output grid is aligned to another grid (a processing area, --align-to, a target resolution):
+    such a run computes every CSUM level, none of the engine's power-of-two shortcuts."""
+    area = kwargs.get("extent") or kwargs.get("mask")
+    grid_given = kwargs.get("resolution") or kwargs.get("align_to")
+    if not (area or grid_given):
+        return None, False
     from e2diffsr_core.area_run import plan_area
     from e2diffsr_core.raster import output_grid
     from e2diffsr_core.raster_io import RasterReader
     from e2diffsr_core.raster_io.area import AreaOptions
 
-    opts = AreaOptions(kwargs.get("extent"), None, kwargs.get("mask"), kwargs.get("mask_layer"))
-    grid_given = kwargs.get("resolution") or kwargs.get("align_to")
     with RasterReader(source, bands=kwargs.get("bands")) as reader:
         out_w, out_h, _, alignment = output_grid(reader, None if grid_given else scale, kwargs.get("resolution"),
                                                  kwargs.get("align_to"), lambda _m: None)
-        return plan_area(reader, opts, out_w, out_h, alignment, lambda _m: None).size
+        if not area:
+            return None, alignment is not None and alignment.grid.aligned
+        opts = AreaOptions(kwargs.get("extent"), None, kwargs.get("mask"), kwargs.get("mask_layer"))
+        found = plan_area(reader, opts, out_w, out_h, alignment, lambda _m: None)
+        return found.size, any(a.engine_grid.aligned for a in (found.parts or (found,)))
 
 
 def announce(source: str, scale: float, kwargs: dict, feedback) -> tuple[float | None, dict, object, object]:
     """Log the plan (tiles, device) and the estimated time before the run: (seconds, plan, model, device)."""
     device = resolve_device(kwargs["device"])
     net = open_model(kwargs["model"], device)
-    plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device,
-                         _area_size(source, scale, kwargs))
+    size, aligned = _run_grid(source, scale, kwargs)
+    plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device, size,
+                         aligned)
     seconds, plan["flops"], where = estimate.estimate_seconds(plan, net, device)
     feedback.pushInfo(estimate.describe(plan, _device_label(device), seconds, where))
     if device.type == "cuda":
