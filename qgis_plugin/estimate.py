@@ -135,11 +135,11 @@ def shortcut_flops(model, scale: float) -> float:
 
 def run_flops(the_plan: dict, terms: tuple[float, float], model=None) -> float:
     """FLOPs of the planned run: the whole-image pass's per output pixel (``terms``), less what the engine's
-    shortcuts save at this scale (with ``model``, on an output grid that is not aligned to another), times
-    the output pixels, band groups and samples."""
+    shortcuts save at this scale (with ``model``, on an output grid where they apply), times the output
+    pixels, band groups and samples."""
     a, b = terms
     s = the_plan["scale"]
-    shortcut = model is not None and not the_plan.get("aligned")
+    shortcut = model is not None and the_plan.get("shortcuts", True)
     per_px = a + b / (s * s) - (shortcut_flops(model, s) if shortcut else 0.0)
     return per_px * the_plan["width"] * the_plan["height"] * the_plan["groups"] * the_plan["samples"]
 
@@ -220,10 +220,10 @@ def record(model, device, flops: float, seconds: float, estimate: float | None, 
 
 # -- the plan ------------------------------------------------------------------------------------------------
 def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile: int, model, device,
-         size: tuple[int, int] | None = None, aligned: bool = False) -> dict:
+         size: tuple[int, int] | None = None, shortcuts: bool = True) -> dict:
     """Output size (``size`` when given, e.g. a processing area's), band groups, tiles of the run;
-    ``aligned``: its output grid is aligned to another grid (a processing area, --align-to), which gets
-    tiles of its own and none of the engine's shortcuts."""
+    ``shortcuts``: False for an output grid aligned to another raster's, where the engine computes every CSUM
+    level (smaller tiles, none of the shortcuts' savings)."""
     from e2diffsr_core.engine import TiledSR, tile_starts
     from e2diffsr_core.raster_io.bands import make_groups
 
@@ -238,10 +238,10 @@ def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile:
     groups = max(1, math.ceil(n_bands / 3))
     out_w, out_h = size if size is not None else (int(width * scale), int(height * scale))
     engine = TiledSR(model, device, tile=tile)
-    tile_px, _ = engine.plan_sizes(scale, groups * samples, aligned)
+    tile_px, _ = engine.plan_sizes(scale, groups * samples, shortcuts)
     tiles = len(tile_starts(out_w, tile_px)) * len(tile_starts(out_h, tile_px))
     return {"width": out_w, "height": out_h, "bands": n_bands, "groups": groups, "samples": samples,
-            "tile": tile_px, "tiles": tiles, "scale": scale, "feeds": feeds, "aligned": aligned}
+            "tile": tile_px, "tiles": tiles, "scale": scale, "feeds": feeds, "shortcuts": shortcuts}
 
 
 def estimate_seconds(the_plan: dict, model, device, cache: Path | None = None) -> tuple[float, float, str]:

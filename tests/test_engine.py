@@ -568,22 +568,30 @@ def test_the_csum_s_upper_levels_from_the_level_on_the_output_grid_are_the_model
             levels.append(up(levels[-1]))
         want = [F.interpolate(lv, size=(h, w), mode="bilinear", align_corners=False) for lv in levels[1:]]
         f = 2 ** k  # output pixels per LR pixel
-        for tile in [(0, h, 0, w), (0, 7, 0, 9), (31, h, 40, w), (10, 22, 6, 30), (0, 1, 20, 21), (h - 1, h, 0, w)]:
-            oy0, oy1, ox0, ox1 = tile
-            # the region of the level a tile is given: what it reads, two output pixels of margin, in LR units
-            region = ((max(0, (oy0 - 2) // f), min(h // f, -(-(oy1 + 2) // f))),
-                      (max(0, (ox0 - 2) // f), min(w // f, -(-(ox1 + 2) // f))))
-            (y0, y1), (x0, x1) = region
-            crop = level[:, :, y0 * f:y1 * f, x0 * f:x1 * f]
-            if scale == 2:
-                got = [decode._averaged_level(st, csum.UPNet_x2_list[-2], crop, region, tile, f),
-                       decode._composed_level(st, csum, crop, region, tile, f, (h, w))]
-            else:
-                got = [decode._averaged_level(st, csum.UPNet_x2_list[-1], crop, region, tile, f)]
-            for g, ref in zip(got, want[-len(got):]):
-                ref = ref[:, :, oy0:oy1, ox0:ox1]
-                assert g.shape == ref.shape
-                assert (g - ref).abs().max() < 1e-4 * ref.abs().max(), (tile, (g - ref).abs().max())
+        tiles = [(0, h, 0, w), (0, 7, 0, 9), (31, h, 40, w), (10, 22, 6, 30), (0, 1, 20, 21), (h - 1, h, 0, w)]
+        # the default mapping, and a window of it whose output starts 1 and 2 LR pixels into the input
+        # (a processing area's: its input window reaches beyond its output)
+        for shift in [(0, 0), (1, 2)]:
+            sy, sx = shift[0] * f, shift[1] * f
+            for oy0, oy1, ox0, ox1 in tiles:
+                tile = (max(0, oy0 - sy), oy1 - sy, max(0, ox0 - sx), ox1 - sx)  # in the window's output pixels
+                if tile[1] <= tile[0] or tile[3] <= tile[2]:
+                    continue
+                ty0, ty1, tx0, tx1 = tile[0] + sy, tile[1] + sy, tile[2] + sx, tile[3] + sx  # on the level
+                # the level's region a tile is given: what it reads, two output pixels of margin, in LR units
+                region = ((max(0, (ty0 - 2) // f), min(h // f, -(-(ty1 + 2) // f))),
+                          (max(0, (tx0 - 2) // f), min(w // f, -(-(tx1 + 2) // f))))
+                (y0, y1), (x0, x1) = region
+                crop = level[:, :, y0 * f:y1 * f, x0 * f:x1 * f]
+                if scale == 2:
+                    got = [decode._averaged_level(st, csum.UPNet_x2_list[-2], crop, region, tile, f, shift),
+                           decode._composed_level(st, csum, crop, region, tile, f, shift, (h // f, w // f))]
+                else:
+                    got = [decode._averaged_level(st, csum.UPNet_x2_list[-1], crop, region, tile, f, shift)]
+                for g, ref in zip(got, want[-len(got):]):
+                    ref = ref[:, :, ty0:ty1, tx0:tx1]
+                    assert g.shape == ref.shape
+                    assert (g - ref).abs().max() < 1e-4 * ref.abs().max(), (shift, tile, (g - ref).abs().max())
 
 
 def test_an_output_aligned_to_another_grid_gets_tiles_for_the_levels_it_builds():
@@ -604,3 +612,20 @@ def test_an_output_aligned_to_another_grid_gets_tiles_for_the_levels_it_builds()
     assert plain.tile == auto_tile(model, torch.device("cpu"), 2.0, ram_budget=8 << 30)
     assert aligned.tile == auto_tile(model, torch.device("cpu"), 2.0, ram_budget=8 << 30, shortcut=False)
     assert aligned.tile * 2 <= plain.tile
+
+
+def test_a_window_of_the_default_mapping_keeps_the_shortcuts():
+    """A processing area's engine grid is a window of the default mapping whose input reaches whole LR pixels
+    beyond its output: the CSUM levels there are the output grid shifted by whole pixels, so the exact
+    shortcuts (and their tiles) stay; a grid aligned to another raster (a fractional shift) has none."""
+    from e2diffsr_core.engine.decode import exact_shift, shortcut_grid
+    from e2diffsr_core.gridmap import AxisMap, GridMap
+
+    whole = GridMap.sized((100, 120), (200, 240))
+    window = GridMap(whole.y.window(40, 104, 14, 58), whole.x.window(0, 96, 0, 56))  # 6 and 0 LR px before
+    assert window.aligned and exact_shift(window, 2) == (6, 0) and shortcut_grid(window)
+    assert exact_shift(whole, 2) == (0, 0) and exact_shift(whole, 4) is None and shortcut_grid(None)
+    quarter = AxisMap(100, 200, 0.5, 0.25)  # a quarter of an input pixel off
+    assert exact_shift(GridMap(quarter, quarter), 2) is None and not shortcut_grid(GridMap(quarter, quarter))
+    beyond = GridMap(AxisMap(20, 48, 0.5, 0.0), AxisMap(20, 40, 0.5, 0.0))  # output past the input's end
+    assert exact_shift(beyond, 2) is None

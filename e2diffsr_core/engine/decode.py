@@ -117,14 +117,18 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     level = feats.read_window(y0, y1, x0, x1)
     resized = []
     for k in range(csum.levels):
-        if k == csum.levels - 1 and _scales_by(grid, 2 ** (k - 1)):
-            resized.append(_averaged_level(st, csum.UPNet_x2_list[-1], level, regions[k - 1], tile, 2 ** (k - 1)))
+        below = exact_shift(grid, 2 ** (k - 1)) if k else None  # the level below on the output grid
+        if k == csum.levels - 1 and below is not None:
+            resized.append(_averaged_level(st, csum.UPNet_x2_list[-1], level, regions[k - 1], tile, 2 ** (k - 1),
+                                           below))
             break
-        if k == csum.levels - 2 and k >= 1 and _scales_by(grid, 2 ** (k - 1)):
+        if k == csum.levels - 2 and below is not None:
             # the last two levels lie at twice and four times the output grid: both straight from the level
             # on the output grid, neither built
-            resized.append(_averaged_level(st, csum.UPNet_x2_list[k - 1], level, regions[k - 1], tile, 2 ** (k - 1)))
-            resized.append(_composed_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1), grid.out_size))
+            resized.append(_averaged_level(st, csum.UPNet_x2_list[k - 1], level, regions[k - 1], tile, 2 ** (k - 1),
+                                           below))
+            resized.append(_composed_level(st, csum, level, regions[k - 1], tile, 2 ** (k - 1), below,
+                                           grid.lr_size))
             break
         if k:
             (py0, _), (px0, _) = regions[k - 1]
@@ -132,11 +136,13 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
             (y0, y1), (x0, x1) = regions[k]
             f = 2 ** k
             level = up[:, :, (y0 - py0) * f:(y1 - py0) * f, (x0 - px0) * f:(x1 - px0) * f]
-        if _scales_by(grid, 2 ** k):  # the level is on the output grid: the resize is the identity
+        shift = exact_shift(grid, 2 ** k)
+        if shift is not None:  # the level is on the output grid: the resize is the identity
             oy0, oy1, ox0, ox1 = tile
             (y0, _), (x0, _) = regions[k]
             f = 2 ** k
-            fitted = level[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
+            r, c = (shift[0] - y0) * f, (shift[1] - x0) * f
+            fitted = level[:, :, oy0 + r:oy1 + r, ox0 + c:ox1 + c]
         else:
             (ry0, ry1), (rx0, rx1) = regions[k]
             fitted = tile_geo(grid, (ry0, rx0), (ry1 - ry0, rx1 - rx0), tile).level_to_out(level, 2 ** k)
@@ -170,10 +176,28 @@ def _fuse(st: Streamer, fuse: torch.nn.Sequential, levels: list[torch.Tensor], l
     return out
 
 
-def _scales_by(grid: GridMap, factor: int) -> bool:
-    """Whether the output grid is exactly the LR grid enlarged ``factor`` times on both axes (the default
-    mapping: an output aligned to another grid has a step and a shift of its own)."""
-    return not grid.aligned and all(o == n * factor for o, n in zip(grid.out_size, grid.lr_size))
+def exact_shift(grid: GridMap, factor: int) -> tuple[int, int] | None:
+    """(rows, columns) of LR pixels before the output's first pixel where the output grid is exactly the LR
+    grid enlarged ``factor`` times on both axes, shifted by whole LR pixels and lying over it: the default
+    mapping (0, 0), or a window of it (a processing area's input window reaches beyond its output); None
+    for every other grid (e.g. one aligned to another raster, with a step and a fractional shift of its own).
+    On such a grid a CSUM level at ``factor`` per LR pixel is the output grid itself."""
+    shift = []
+    for am in grid.axes:
+        s = am.shift
+        if am.ratio * factor != 1.0 or s != int(s) or s < 0 or s + am.n_out * am.ratio > am.n_lr:
+            return None
+        shift.append(int(s))
+    return shift[0], shift[1]
+
+
+def shortcut_grid(grid: GridMap | None) -> bool:
+    """Whether the engine's exact shortcuts apply on this output grid (None: the default mapping): it is the
+    LR grid enlarged by a power of two, shifted by whole LR pixels (:func:`exact_shift`)."""
+    if grid is None:
+        return True
+    factor = round(grid.y.scale)
+    return factor >= 1 and factor & (factor - 1) == 0 and exact_shift(grid, factor) is not None
 
 
 def _derived(conv: torch.nn.Conv2d, name: str, build, *also: torch.nn.Conv2d):
@@ -210,14 +234,15 @@ def _averaged_conv(up: torch.nn.Sequential) -> torch.nn.Conv2d:
 
 
 def _averaged_level(st: Streamer, up: torch.nn.Sequential, below: torch.Tensor, region_below, tile,
-                    f: int) -> torch.Tensor:
+                    f: int, shift=(0, 0)) -> torch.Tensor:
     """The level that ``up`` (conv3x3 + PixelShuffle(2)) builds from ``below``, resized to the output tile, when
     its grid is twice the output's: ``below`` is on the output grid itself, covering LR rows/cols
-    ``region_below`` (x ``f`` pixels each)."""
+    ``region_below`` (x ``f`` pixels each); ``shift``: :func:`exact_shift`'s."""
     (y0, _), (x0, _) = region_below
     oy0, oy1, ox0, ox1 = tile
+    r, c = (shift[0] - y0) * f, (shift[1] - x0) * f
     out = st.conv(_averaged_conv(up), below)
-    return out[:, :, oy0 - y0 * f:oy1 - y0 * f, ox0 - x0 * f:ox1 - x0 * f]
+    return out[:, :, oy0 + r:oy1 + r, ox0 + c:ox1 + c]
 
 
 _TAPS = (-1, 0, 1, 2)  # the rows (cols) 2i + u, u in _TAPS, of the level at twice the output grid that
@@ -264,10 +289,12 @@ def _composed_weights(csum, rows: tuple[int, ...], cols: tuple[int, ...]) -> tup
     return cache[(rows, cols)]
 
 
-def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, f: int, out_size) -> torch.Tensor:
+def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, f: int, shift,
+                    lr_size) -> torch.Tensor:
     """The CSUM's last level resized to the output tile when its grid is four times the output's (x2 for a
     four-level CSUM), computed from the level on the output grid (``level``, covering LR rows/cols ``region``,
-    x ``f`` pixels each) without building the two levels above it.
+    x ``f`` pixels each; ``shift``: :func:`exact_shift`'s; ``lr_size``: the LR canvas's) without building the
+    two levels above it.
 
     Both levels above are linear in it (conv3x3 + PixelShuffle(2), twice, with nothing between), and the exact
     4x bilinear reduction reads only the sub-pixels 4i + 1 and 4i + 2 of the last level: so the whole chain is
@@ -279,7 +306,8 @@ def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, f: in
     oy0, oy1, ox0, ox1 = tile
     th, tw = oy1 - oy0, ox1 - ox0
     h, w = level.shape[2], level.shape[3]
-    r0, c0 = oy0 - 2 - y0 * f, ox0 - 2 - x0 * f  # the first row/col read, two beyond the tile
+    dy, dx = shift[0] * f, shift[1] * f  # output pixel i is the level's pixel i + d
+    r0, c0 = oy0 + dy - 2 - y0 * f, ox0 + dx - 2 - x0 * f  # the first row/col read, two beyond the tile
     r1, c1 = r0 + th + 4, c0 + tw + 4
     win = level[:, :, max(0, r0):min(h, r1), max(0, c0):min(w, c1)]
     pad = (max(0, -c0), max(0, c1 - w), max(0, -r0), max(0, r1 - h))
@@ -294,9 +322,9 @@ def _composed_level(st: Streamer, csum, level: torch.Tensor, region, tile, f: in
         weight, bias = _composed_weights(csum, rows, cols)
         return F.conv2d(win[:, :, a:b + 4, c:d + 4], weight.to(win.dtype), bias.to(win.dtype))
 
-    (H, W) = out_size
-    edge_rows = [(i - oy0, taps(i, H)) for i in sorted({0, H - 1}) if oy0 <= i < oy1]
-    edge_cols = [(j - ox0, taps(j, W)) for j in sorted({0, W - 1}) if ox0 <= j < ox1]
+    H, W = lr_size[0] * f, lr_size[1] * f  # the level's rows and columns: the raster's outermost ones
+    edge_rows = [(q - dy - oy0, taps(q, H)) for q in sorted({0, H - 1}) if oy0 <= q - dy < oy1]
+    edge_cols = [(q - dx - ox0, taps(q, W)) for q in sorted({0, W - 1}) if ox0 <= q - dx < ox1]
     with st.autocast():
         out = part(0, th, 0, tw)
         for i, rows in edge_rows:
@@ -342,6 +370,5 @@ def valid_out(valid: np.ndarray, grid: GridMap, lr_origin, out_origin, size) -> 
     return valid[np.ix_(idx[0], idx[1])]
 
 
-__all__ = ["bicubic_rows", "csum_tile", "level_regions", "level_weights", "nearest_index", "nearest_rows",
-           "run_lr_features", "skip_window", "valid_out"]
-
+__all__ = ["bicubic_rows", "csum_tile", "exact_shift", "level_regions", "level_weights", "nearest_index",
+           "nearest_rows", "run_lr_features", "shortcut_grid", "skip_window", "valid_out"]

@@ -37,7 +37,7 @@ from .bounded import (
 )
 from .canvas import Canvas, Store
 from .consistency import GUARD, PASSES, halo
-from .decode import bicubic_rows, latent_prior, run_lr_features
+from .decode import bicubic_rows, latent_prior, run_lr_features, shortcut_grid
 from .device import (
     auto_tile,
     autocast_dtype,
@@ -135,10 +135,11 @@ class TiledSR:
         """The run's arithmetic in words: fp32, bf16 or fp16."""
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp, "fp32")
 
-    def plan_sizes(self, scale: float, batch: int, aligned: bool = False) -> tuple[int, int]:
+    def plan_sizes(self, scale: float, batch: int, shortcuts: bool = True) -> tuple[int, int]:
         """Output tile size and overlap (output pixels; the overlap is 0) a run at this scale starts with;
-        ``aligned``: the output grid is aligned to another grid (every CSUM level built, smaller tiles)."""
-        tile = self.tile or auto_tile(self.model, self.device, scale, batch, self.ram_budget, shortcut=not aligned)
+        ``shortcuts``: False for an output grid where the engine builds every CSUM level (one aligned to another
+        raster: decode.shortcut_grid), which gets smaller tiles."""
+        tile = self.tile or auto_tile(self.model, self.device, scale, batch, self.ram_budget, shortcut=shortcuts)
         return max(64, tile // LATENT * LATENT), 0
 
     def plan(self, lr_size, scale: float, *, out_size=None, grid: GridMap | None = None, groups=None,
@@ -150,8 +151,7 @@ class TiledSR:
         only those output rows (one rank's part of a split raster, scale_out.split); ``temperature`` multiplies the
         diffusion's noise (None: rules.check_temperature's default, 0 for one sample and 1 for several)."""
         n = len(groups or [[0, 1, 2]]) * samples
-        aligned = grid is not None and grid.aligned
-        return RunPlan.build(lr_size, scale, tile=self.plan_sizes(scale, n, aligned)[0],
+        return RunPlan.build(lr_size, scale, tile=self.plan_sizes(scale, n, shortcut_grid(grid))[0],
                              window=self.diffusion_window or DIFFUSION_WINDOW, out_size=out_size, grid=grid,
                              groups=groups, channels=channels, samples=samples, seed=seed, out_rows=out_rows,
                              temperature=temperature)

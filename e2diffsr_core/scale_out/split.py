@@ -104,8 +104,10 @@ def _check_and_size(src: str, out: str, options: dict, device: str, overwrite: b
     dev = resolve_device(device)
     engine = TiledSR(open_model(options["model"], dev), dev, tile=check_tile(options["tile"]), precision="fp32",
                      ram_budget=options.get("memory"))
-    aligned = alignment is not None and alignment.grid.aligned
-    return out_h, engine.plan_sizes(scale, groups * options["samples"], aligned)[0]
+    from ..engine.decode import shortcut_grid
+
+    shortcuts = alignment is None or shortcut_grid(alignment.grid)
+    return out_h, engine.plan_sizes(scale, groups * options["samples"], shortcuts)[0]
 
 
 def _area_size(reader, options: dict, whole):
