@@ -220,7 +220,7 @@ def record(model, device, flops: float, seconds: float, estimate: float | None, 
 
 # -- the plan ------------------------------------------------------------------------------------------------
 def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile: int, model, device,
-         size: tuple[int, int] | None = None, shortcuts: bool = True) -> dict:
+         *, size: tuple[int, int] | None = None, shortcuts: bool = True) -> dict:
     """Output size (``size`` when given, e.g. a processing area's), band groups, tiles of the run;
     ``shortcuts``: False for an output grid aligned to another raster's, where the engine computes every CSUM
     level (smaller tiles, none of the shortcuts' savings)."""

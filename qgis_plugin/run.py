@@ -60,8 +60,8 @@ def announce(source: str, scale: float, kwargs: dict, feedback) -> tuple[float |
     device = resolve_device(kwargs["device"])
     net = open_model(kwargs["model"], device)
     size, shortcuts = _run_grid(source, scale, kwargs)
-    plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device, size,
-                         shortcuts)
+    plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device,
+                         size=size, shortcuts=shortcuts)
     seconds, plan["flops"], where = estimate.estimate_seconds(plan, net, device)
     feedback.pushInfo(estimate.describe(plan, _device_label(device), seconds, where))
     if device.type == "cuda":
