@@ -136,12 +136,13 @@ def shortcut_flops(model, scale: float) -> float:
 def run_flops(the_plan: dict, terms: tuple[float, float], model=None) -> float:
     """FLOPs of the planned run: the whole-image pass's per output pixel (``terms``), less what the engine's
     shortcuts save at this scale (with ``model``, on an output grid where they apply), times the output
-    pixels, band groups and samples."""
+    pixels computed (a processing area's margin of context included), band groups and samples."""
     a, b = terms
     s = the_plan["scale"]
     shortcut = model is not None and the_plan.get("shortcuts", True)
     per_px = a + b / (s * s) - (shortcut_flops(model, s) if shortcut else 0.0)
-    return per_px * the_plan["width"] * the_plan["height"] * the_plan["groups"] * the_plan["samples"]
+    pixels = the_plan.get("computed_px", the_plan["width"] * the_plan["height"])
+    return per_px * pixels * the_plan["groups"] * the_plan["samples"]
 
 
 # -- rate ----------------------------------------------------------------------------------------------------
@@ -220,10 +221,12 @@ def record(model, device, flops: float, seconds: float, estimate: float | None, 
 
 # -- the plan ------------------------------------------------------------------------------------------------
 def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile: int, model, device,
-         *, size: tuple[int, int] | None = None, shortcuts: bool = True) -> dict:
+         *, size: tuple[int, int] | None = None, shortcuts: bool = True,
+         computed: list[tuple[int, int]] | None = None) -> dict:
     """Output size (``size`` when given, e.g. a processing area's), band groups, tiles of the run;
     ``shortcuts``: False for an output grid aligned to another raster's, where the engine computes every CSUM
-    level (smaller tiles, none of the shortcuts' savings)."""
+    level (smaller tiles, none of the shortcuts' savings); ``computed``: the (width, height) of the boxes the
+    engine computes where they are not the output (a processing area's, with its margin of context)."""
     from e2diffsr_core.engine import TiledSR, tile_starts
     from e2diffsr_core.raster_io.bands import make_groups
 
@@ -239,9 +242,11 @@ def plan(source: str, scale: float, bands: list[int] | None, samples: int, tile:
     out_w, out_h = size if size is not None else (int(width * scale), int(height * scale))
     engine = TiledSR(model, device, tile=tile)
     tile_px, _ = engine.plan_sizes(scale, groups * samples, shortcuts)
-    tiles = len(tile_starts(out_w, tile_px)) * len(tile_starts(out_h, tile_px))
+    boxes = computed or [(out_w, out_h)]
+    tiles = sum(len(tile_starts(w, tile_px)) * len(tile_starts(h, tile_px)) for w, h in boxes)
     return {"width": out_w, "height": out_h, "bands": n_bands, "groups": groups, "samples": samples,
-            "tile": tile_px, "tiles": tiles, "scale": scale, "feeds": feeds, "shortcuts": shortcuts}
+            "tile": tile_px, "tiles": tiles, "scale": scale, "feeds": feeds, "shortcuts": shortcuts,
+            "computed_px": sum(w * h for w, h in boxes)}
 
 
 def estimate_seconds(the_plan: dict, model, device, cache: Path | None = None) -> tuple[float, float, str]:

@@ -31,14 +31,15 @@ def _device_label(device: torch.device) -> str:
     return "the CPU"
 
 
-def _run_grid(source: str, scale: float, kwargs: dict) -> tuple[tuple[int, int] | None, bool]:
-    """The output size of a run limited to a processing area (None for the whole layer), and whether the
-    engine's power-of-two shortcuts apply on its output grid (not on one aligned to another raster's grid,
-    where it computes every CSUM level: decode.shortcut_grid)."""
+def _run_grid(source: str, scale: float, kwargs: dict) -> dict:
+    """estimate.plan's keywords for the run's grid: the output size of a run limited to a processing area and
+    the boxes the engine computes for it (its pieces, each with a margin of context; None for the whole
+    layer), and whether the engine's power-of-two shortcuts apply on its output grid (not on one aligned to
+    another raster's grid, where it computes every CSUM level: decode.shortcut_grid)."""
     area = kwargs.get("extent") or kwargs.get("mask")
     grid_given = kwargs.get("resolution") or kwargs.get("align_to")
     if not (area or grid_given):
-        return None, True
+        return {}
     from e2diffsr_core.area_run import plan_area
     from e2diffsr_core.engine.decode import shortcut_grid
     from e2diffsr_core.raster import output_grid
@@ -49,19 +50,20 @@ def _run_grid(source: str, scale: float, kwargs: dict) -> tuple[tuple[int, int] 
         out_w, out_h, _, alignment = output_grid(reader, None if grid_given else scale, kwargs.get("resolution"),
                                                  kwargs.get("align_to"), lambda _m: None)
         if not area:
-            return None, alignment is None or shortcut_grid(alignment.grid)
+            return {"shortcuts": alignment is None or shortcut_grid(alignment.grid)}
         opts = AreaOptions(kwargs.get("extent"), None, kwargs.get("mask"), kwargs.get("mask_layer"))
         found = plan_area(reader, opts, out_w, out_h, alignment, lambda _m: None)
-        return found.size, all(shortcut_grid(a.engine_grid) for a in (found.parts or (found,)))
+        parts = found.parts or (found,)
+        return {"size": found.size, "shortcuts": all(shortcut_grid(a.engine_grid) for a in parts),
+                "computed": [a.computed_size for a in parts]}
 
 
 def announce(source: str, scale: float, kwargs: dict, feedback) -> tuple[float | None, dict, object, object]:
     """Log the plan (tiles, device) and the estimated time before the run: (seconds, plan, model, device)."""
     device = resolve_device(kwargs["device"])
     net = open_model(kwargs["model"], device)
-    size, shortcuts = _run_grid(source, scale, kwargs)
     plan = estimate.plan(source, scale, kwargs["bands"], kwargs["samples"], kwargs["tile"], net, device,
-                         size=size, shortcuts=shortcuts)
+                         **_run_grid(source, scale, kwargs))
     seconds, plan["flops"], where = estimate.estimate_seconds(plan, net, device)
     feedback.pushInfo(estimate.describe(plan, _device_label(device), seconds, where))
     if device.type == "cuda":

@@ -253,3 +253,29 @@ def test_diagnostic_layers_load_above_the_result_styled_with_units(provider, ras
     assert unc.renderer().type() == "singlebandpseudocolor"
     legend = [label for label, _ in unc.renderer().legendSymbologyItems()]
     assert legend and all("std. deviation, input units" in label for label in legend)
+
+
+def test_the_estimate_of_an_area_counts_the_pixels_the_engine_computes(rasters, tiny_model_file):
+    """A processing area is computed with a margin of context around it, on a window of the default mapping
+    (which keeps the engine's shortcuts): the time estimate counts those pixels, not only the area's (a
+    256 x 256 px extent at x2 computes 320 x 320, 1.56 times as many)."""
+    import torch
+
+    from e2diffsr_core.api import open_model
+    from qgis_plugin import estimate
+    from qgis_plugin.run import _run_grid
+
+    src = str(rasters["c64"])
+    gt, w, h = corners(src)
+    extent = (gt[0] + 10.2 * gt[1], gt[3] + 30.3 * gt[5], gt[0] + 40.7 * gt[1], gt[3] + 5.0 * gt[5])
+    grid = _run_grid(src, 2.0, {"extent": extent, "bands": None})
+    assert grid["size"] == (82 - 20, 61 - 10) and grid["shortcuts"]
+    (cw, ch), = grid["computed"]
+    assert cw > 82 - 20 and ch > 61 - 10  # the margin of context
+    model, cpu = open_model(str(tiny_model_file), "cpu"), torch.device("cpu")
+    terms = (1e6, 0.0)
+    area = estimate.plan(src, 2.0, None, 1, 0, model, cpu, **grid)
+    bare = estimate.plan(src, 2.0, None, 1, 0, model, cpu, size=grid["size"])
+    ratio = estimate.run_flops(area, terms, model) / estimate.run_flops(bare, terms, model)
+    assert ratio == pytest.approx(cw * ch / ((82 - 20) * (61 - 10)))
+    assert _run_grid(src, 2.0, {"bands": None}) == {}
