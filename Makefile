@@ -8,9 +8,9 @@ setup:            ## system packages + .venv (Debian 12)
 test:             ## the whole test suite (CPU)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
-fuzz:             ## the generated safety suite with many fresh random examples (FUZZ_EXAMPLES=300; CI runs 6 fixed ones)
+fuzz:             ## the generated suites with many fresh random examples (FUZZ_EXAMPLES=300; CI runs a fixed set)
 	E2DIFFSR_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider \
-		tests/test_safety_generated.py
+		tests/test_safety_generated.py tests/test_csum_shortcuts_generated.py
 
 lint:
 	$(PY) -m ruff check e2diffsr_core qgis_plugin tests training benchmarks scripts
