@@ -6,8 +6,10 @@ time = fixed time + FLOPs of the run x seconds per FLOP of the engine on this de
   groups and samples included). Per pixel they are a + b / scale^2 (the output-grid parts: CondNet, the
   diffusion on the latent, the CSUM's last level; the input-grid parts: the decoder's features); a and b are
   counted once per model with ``tools.inspect_model.FlopCount`` (on the meta device: shapes only, no arithmetic)
-  at two scales and cached. At x2 and x4 the engine skips part of the CSUM's last level
-  (:func:`shortcut_flops`), which is taken off, so that one pace serves every scale.
+  at two scales and cached. At x2 and x4 the engine skips part of the CSUM's last levels
+  (:func:`shortcut_flops`), which is taken off where its shortcuts apply (not on an output aligned to another
+  raster's grid), so that one pace serves every scale; a processing area counts the margin of context the
+  engine computes around it.
 - Pace: a fixed time plus seconds per FLOP, fitted (least squares) to the last runs on this device with this
   model, cached; a run whose time drifts from its estimate by more than half replaces them. Before the
   first run it comes from a probe of well under a second (3 x 3 convolutions of the model's width) times

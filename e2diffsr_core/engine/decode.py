@@ -116,8 +116,10 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
     (y0, y1), (x0, x1) = regions[0]
     level = feats.read_window(y0, y1, x0, x1)
     resized = []
+    # per level, exact_shift's answer where that level lies on the output grid (its resize the identity)
+    shifts = [exact_shift(grid, 2 ** k) for k in range(csum.levels)]
     for k in range(csum.levels):
-        below = exact_shift(grid, 2 ** (k - 1)) if k else None  # the level below on the output grid
+        below = shifts[k - 1] if k else None  # the level below on the output grid
         if k == csum.levels - 1 and below is not None:
             resized.append(_averaged_level(st, csum.UPNet_x2_list[-1], level, regions[k - 1], tile, 2 ** (k - 1),
                                            below))
@@ -136,7 +138,7 @@ def csum_tile(st: Streamer, csum, feats: Canvas, lr_crop: torch.Tensor, lr_origi
             (y0, y1), (x0, x1) = regions[k]
             f = 2 ** k
             level = up[:, :, (y0 - py0) * f:(y1 - py0) * f, (x0 - px0) * f:(x1 - px0) * f]
-        shift = exact_shift(grid, 2 ** k)
+        shift = shifts[k]
         if shift is not None:  # the level is on the output grid: the resize is the identity
             oy0, oy1, ox0, ox1 = tile
             (y0, _), (x0, _) = regions[k]

@@ -121,8 +121,8 @@ def skipped_level(levels: int, scale: float) -> int:
 
 def bytes_per_output_pixel(model: E2DiffSR, scale: float, shortcut: bool = True) -> float:
     """Rough peak activation memory per output pixel of one tile (fp32), dominated by the CSUM; ``shortcut``:
-    the output grid is the default mapping, where the engine does not build the levels it can reduce
-    (False: an output aligned to another grid, which builds every level)."""
+    the engine's shortcuts apply on the output grid (engine.decode.shortcut_grid), so it does not build the
+    levels it can reduce (False: an output aligned to another raster's grid, which builds every level)."""
     cfg = model.cfg
     csum = (4 * cfg.dec_ch + 3 * cfg.csum_hidden) * 4.0
     # the largest CSUM level built and its pre-shuffle conv: the last level, except where it lies at four
